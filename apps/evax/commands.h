@@ -1,0 +1,32 @@
+// The evax subcommands. Each lives in its own file and returns a process exit code.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "evax/core/cli.h"
+#include "evax/core/config.h"
+
+namespace evax::app {
+
+using Args = std::vector<std::string>;
+
+int cmd_synth(const Args& args);
+int cmd_demo(const Args& args);
+
+/// Options every config-driven command shares: --config, --set (repeatable), --run-dir.
+struct RunArgs {
+  std::string config;
+  std::vector<std::string> sets;
+  std::string run_dir;
+  std::string log_level = "info";
+};
+
+/// Declares --config, --set, --run-dir and --log-level on a command's parser.
+void add_run_args(ArgParser& p, RunArgs& a);
+/// Loads `--config` (or `default_config` when empty) and applies every `--set`.
+Config load_run_config(const RunArgs& a, const std::string& default_config);
+/// Creates the run directory, starts logging into its log.txt and writes the resolved config.yaml.
+std::string start_run(const RunArgs& a, const Config& cfg);
+
+}  // namespace evax::app

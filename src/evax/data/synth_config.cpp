@@ -1,0 +1,38 @@
+#include "evax/data/synth_config.h"
+
+#include <cmath>
+
+namespace evax {
+
+SynthOptions synth_options_from_config(const ConfigView& v, SynthOptions o) {
+  int64_t n = v.get<int64_t>("n", static_cast<int64_t>(o.n));
+  v.check("n", n >= 1, "must be >= 1");
+  o.n = static_cast<size_t>(n);
+  o.size = v.get<int>("size", o.size);
+  v.check("size", o.size >= 64 && o.size % 16 == 0, "must be a multiple of 16 and >= 64");
+  int64_t seed = v.get<int64_t>("seed", static_cast<int64_t>(o.seed));
+  v.check("seed", seed >= 0, "must be >= 0");
+  o.seed = static_cast<uint64_t>(seed);
+  o.threads = v.get<int>("threads", o.threads);
+  v.check("threads", o.threads >= 0, "must be >= 0 (0 = all cores)");
+  o.train_fraction = v.get<double>("splits.train", o.train_fraction);
+  o.val_fraction = v.get<double>("splits.val", o.val_fraction);
+  o.test_fraction = v.get<double>("splits.test", o.test_fraction);
+  for (const char* s : {"train", "val", "test"}) {
+    double f = v.get<double>(std::string("splits.") + s, 0.0);
+    v.check(std::string("splits.") + s, f >= 0 && f <= 1, "must be in [0, 1]");
+  }
+  const double sum = o.train_fraction + o.val_fraction + o.test_fraction;
+  v.check("splits", std::abs(sum - 1.0) < 1e-9, "train + val + test must sum to 1");
+  for (int f = 0; f < kSynthFindings; ++f) {
+    const std::string key = std::string("prevalence.") + synth_finding_name(f);
+    o.prevalence[f] = v.get<double>(key, o.prevalence[f]);
+    v.check(key, o.prevalence[f] >= 0 && o.prevalence[f] <= 1, "must be in [0, 1]");
+  }
+  o.write_dicom = v.get<bool>("write_dicom", o.write_dicom);
+  o.write_png = v.get<bool>("write_png", o.write_png);
+  v.check("write_png", o.write_png || o.write_dicom, "write_png and write_dicom cannot both be false");
+  return o;
+}
+
+}  // namespace evax
