@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "commands.h"
+#include <c10/util/Exception.h>
+
 #include "evax/core/error.h"
 
 namespace {
@@ -17,7 +19,11 @@ struct Command {
 };
 
 const Command kCommands[] = {
+    {"convert", "convert a checkpoint to safetensors (timm or EVA-02 naming)",
+     evax::app::cmd_convert},
     {"demo", "run the main job on the embedded synthetic default", evax::app::cmd_demo},
+    {"inspect", "show what a checkpoint holds (keys, tensors, naming, model)",
+     evax::app::cmd_inspect},
     {"synth", "generate synthetic chest X-rays (DICOM, PNG, masks, manifests)",
      evax::app::cmd_synth},
 };
@@ -51,6 +57,11 @@ int main(int argc, char** argv) {
   } catch (const evax::Error& e) {
     std::cerr << "evax: error: " << e.what() << "\n";
     return static_cast<int>(e.exit_code());
+  } catch (const c10::Error& e) {
+    // A LibTorch check we did not anticipate: a bug on our side, shown without the backtrace.
+    std::string msg = e.what_without_backtrace();
+    std::cerr << "evax: internal error: " << msg.substr(0, msg.find('\n')) << "\n";
+    return static_cast<int>(evax::ExitCode::kInternal);
   } catch (const std::bad_alloc&) {
     std::cerr << "evax: error: out of memory\n";
     return static_cast<int>(evax::ExitCode::kInternal);

@@ -43,7 +43,7 @@ TEST_CASE("origins point at the file and line that set a value") {
   CHECK_THAT(c.origin("model.name"), Contains("base_a.yaml:2"));
 }
 
-TEST_CASE("--set overrides are typed and recorded") {
+TEST_CASE("overrides (--set) are typed and recorded") {
   Config c = Config::load(fixture("child.yaml"));
   c.apply_override("optimizer.lr=5e-4");
   c.apply_override("data.flip=false");

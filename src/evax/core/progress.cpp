@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <exception>
 #include <sstream>
 
 #include "evax/core/log.h"
@@ -28,6 +29,11 @@ Progress::Progress(std::string label, int64_t total, ProgressOptions opts)
 }
 
 Progress::~Progress() {
+  // Unwinding after an error: the error line is what the user needs, not a last progress line.
+  if (std::uncaught_exceptions() > 0) {
+    if (bar_ && !finished_ && !opts_.silent) std::fputc('\n', stderr);
+    return;
+  }
   try {
     finish();
   } catch (...) {
