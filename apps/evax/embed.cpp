@@ -1,0 +1,109 @@
+// evax embed: the feature-extractor API. Token features and pooled features of images, DICOMs,
+// folders of them, or pre-normalised pixel tensors, with any supported checkpoint.
+#include <algorithm>
+#include <filesystem>
+
+#include "commands.h"
+#include "evax/core/log.h"
+#include "evax/core/progress.h"
+#include "evax/data/preprocess.h"
+#include "evax/io/image.h"
+#include "evax/io/safetensors.h"
+#include "evax/models/load.h"
+
+namespace fs = std::filesystem;
+
+namespace evax::app {
+namespace {
+
+bool is_image_file(const fs::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".dcm" || ext == ".dicom";
+}
+
+}  // namespace
+
+int cmd_embed(const Args& args) {
+  std::string model_name, ckpt, input, out;
+  int64_t image_size = 0, batch_size = 16;
+  ArgParser p("embed",
+              "Extract features: `tokens` = timm forward_features (EVA-X: last block output with\n"
+              "cls; plain ViT: after the final norm) and `pooled` = timm forward_head(pre_logits).\n"
+              "IN is an image (PNG/JPEG/DICOM), a folder of them, or a .safetensors holding\n"
+              "`pixel_values` (B,3,H,W), already normalised. Images get the EVA-X evaluation\n"
+              "transform (resize, centre crop, model normalisation).");
+  p.option("--model", &model_name, "NAME", "registered model (eva_x_small_patch16, …)").required();
+  p.option("--checkpoint", &ckpt, "CKPT", "weights (.pt/.pth/.ckpt/.safetensors, any naming)");
+  p.option("--input", &input, "IN", "image, DICOM, folder or .safetensors").required();
+  p.option("--out", &out, "OUT", "output .safetensors").required();
+  p.option("--image-size", &image_size, "N", "input side, a multiple of 16 (default: model's)");
+  p.option("--batch-size", &batch_size, "B", "images per forward pass");
+  if (!p.parse(args)) return 0;
+  if (batch_size < 1) raise<UsageError>("evax embed: --batch-size must be >= 1");
+  if (image_size < 0 || image_size % 16)
+    raise<UsageError>("evax embed: --image-size must be a positive multiple of 16, got ", image_size);
+
+  const InputSpec spec = model_input_spec(model_name);
+  const int64_t size = image_size > 0 ? image_size : spec.size;
+  LoadedModel lm = model_load(model_name, ckpt, 0, size);
+  if (!ckpt.empty()) log_info(ckpt, ": ", lm.report.summary());
+  else log_warn("no --checkpoint: random weights");
+  lm.model->eval();
+  torch::NoGradGuard ng;
+
+  torch::Tensor pixels;
+  std::vector<std::string> names;
+  if (fs::path(input).extension() == ".safetensors") {
+    TensorMap t = safetensors_load(input);
+    const at::Tensor* pv = find(t, "pixel_values");
+    if (!pv) raise<DataError>("'", input, "' has no tensor `pixel_values`");
+    if (pv->dim() != 4 || pv->size(1) != 3)
+      raise<DataError>("'", input, "': pixel_values must be (B, 3, H, W), got ", pv->sizes());
+    pixels = pv->to(torch::kFloat32);
+  } else {
+    std::vector<fs::path> files;
+    if (fs::is_directory(input)) {
+      for (const auto& e : fs::recursive_directory_iterator(input))
+        if (e.is_regular_file() && is_image_file(e.path())) files.push_back(e.path());
+      std::sort(files.begin(), files.end());
+      if (files.empty()) raise<DataError>("no PNG/JPEG/DICOM files under '", input, "'");
+    } else {
+      if (!fs::exists(input)) raise<DataError>("input '", input, "' does not exist");
+      files.push_back(input);
+    }
+    std::vector<torch::Tensor> items;
+    for (const auto& f : files) {
+      cv::Mat unit = image_read_unit(f.string(), {});
+      items.push_back(eval_transform(unit, size, eval_crop_pct(size), spec.mean, spec.std));
+      names.push_back(f.string());
+    }
+    pixels = torch::stack(items);
+  }
+
+  std::vector<torch::Tensor> tokens, pooled;
+  ProgressOptions po;
+  po.unit = "img";
+  Progress bar("embed", pixels.size(0), po);
+  for (int64_t i = 0; i < pixels.size(0); i += batch_size) {
+    auto x = pixels.slice(0, i, std::min(i + batch_size, pixels.size(0)));
+    auto t = lm.model->forward_features(x);
+    tokens.push_back(t);
+    pooled.push_back(lm.model->forward_head(t, /*pre_logits=*/true));
+    bar.advance(x.size(0));
+  }
+  bar.finish();
+  std::map<std::string, std::string> meta{{"model", model_name}, {"image_size", std::to_string(size)}};
+  if (!ckpt.empty()) meta["checkpoint"] = ckpt;
+  if (!names.empty()) {
+    std::string joined;
+    for (const auto& n : names) joined += (joined.empty() ? "" : "\n") + n;
+    meta["inputs"] = joined;
+  }
+  safetensors_save(out, {{"tokens", torch::cat(tokens)}, {"pooled", torch::cat(pooled)}}, meta);
+  log_info("wrote tokens ", torch::cat(tokens).sizes(), " and pooled ", torch::cat(pooled).sizes(),
+           " to ", out);
+  return 0;
+}
+
+}  // namespace evax::app
