@@ -1,0 +1,325 @@
+#include "evax/data/loader.h"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <numeric>
+#include <utility>
+
+#include "evax/core/error.h"
+#include "evax/core/log.h"
+
+namespace evax {
+
+namespace {
+
+// Stream tags, far from any epoch number, so permutation and subset streams never coincide with
+// the per-sample streams Rng(seed, {epoch, index}).
+constexpr uint64_t kPermutationStream = 0x7065726d75746531ull;
+constexpr uint64_t kSubsetStream = 0x73756273657431ull;
+
+// Makes this thread's torch ops single-threaded. Intra-op parallelism inside loader workers only
+// oversubscribes the cores the workers already fill (measured on 2 cores: 4x slower, OpenMP
+// threads spinning). ATen's OpenMP backend reads the calling thread's nthreads ICV, which
+// omp_set_num_threads sets for this thread only; ATen initialises it lazily per thread, so that
+// runs first. Looked up at run time: libgomp comes with libtorch, not on our link line.
+void single_threaded_torch() {
+  (void)at::get_num_threads();
+  using SetNumThreads = void (*)(int);
+  static const auto set_num_threads =
+      reinterpret_cast<SetNumThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+  if (set_num_threads) set_num_threads(1);
+}
+
+torch::Tensor stack_field(const std::vector<Sample>& samples, torch::Tensor Sample::*field,
+                          const char* name) {
+  const bool defined = (samples[0].*field).defined();
+  std::vector<torch::Tensor> parts;
+  parts.reserve(samples.size());
+  for (const Sample& s : samples) {
+    const torch::Tensor& t = s.*field;
+    EVAX_ASSERT(t.defined() == defined, "collate: Sample::", name,
+                " is set in some samples but not in others");
+    if (!defined) continue;
+    EVAX_ASSERT(parts.empty() || t.sizes() == parts[0].sizes(),
+                "collate: Sample::", name, " shapes differ: ", t.sizes(), " vs ", parts[0].sizes());
+    parts.push_back(t);
+  }
+  return defined ? torch::stack(parts) : torch::Tensor();
+}
+
+}  // namespace
+
+Batch collate(const std::vector<Sample>& samples) {
+  EVAX_ASSERT(!samples.empty(), "collate: no samples");
+  Batch b;
+  b.image = stack_field(samples, &Sample::image, "image");
+  b.image2 = stack_field(samples, &Sample::image2, "image2");
+  b.mask = stack_field(samples, &Sample::mask, "mask");
+  b.labels = stack_field(samples, &Sample::labels, "labels");
+  b.label_mask = stack_field(samples, &Sample::label_mask, "label_mask");
+  b.indices = torch::empty({static_cast<int64_t>(samples.size())}, torch::kInt64);
+  auto idx = b.indices.accessor<int64_t, 1>();
+  for (size_t i = 0; i < samples.size(); ++i) idx[static_cast<int64_t>(i)] = samples[i].index;
+  return b;
+}
+
+LoaderOptions loader_options_from_config(const ConfigView& cfg) {
+  LoaderOptions o;
+  o.batch_size = cfg.get<int64_t>("batch_size", o.batch_size);
+  cfg.check("batch_size", o.batch_size > 0, "must be > 0");
+  o.workers = cfg.get<int>("workers", o.workers);
+  cfg.check("workers", o.workers >= 0, "must be >= 0");
+  o.prefetch = cfg.get<int>("prefetch", o.prefetch);
+  cfg.check("prefetch", o.prefetch >= 1, "must be >= 1");
+  o.seed = static_cast<uint64_t>(cfg.get<int64_t>("seed", static_cast<int64_t>(o.seed)));
+  o.shuffle = cfg.get<bool>("shuffle", o.shuffle);
+  o.drop_last = cfg.get<bool>("drop_last", o.drop_last);
+  o.drop_last_batch = cfg.get<bool>("drop_last_batch", o.drop_last_batch);
+  o.data_pct = cfg.get<double>("data_pct", o.data_pct);
+  cfg.check("data_pct", o.data_pct > 0 && o.data_pct <= 1, "must lie in (0, 1]");
+  o.epoch_length = cfg.get<int64_t>("epoch_length", o.epoch_length);
+  cfg.check("epoch_length", o.epoch_length >= 0, "must be >= 0 (0 = dataset length)");
+  const std::string bad = cfg.get<std::string>("bad_files", "error");
+  cfg.check("bad_files", bad == "error" || bad == "skip", "must be \"error\" or \"skip\"");
+  o.bad_files = bad == "skip" ? BadFilePolicy::kSkip : BadFilePolicy::kError;
+  return o;
+}
+
+// --- Sampler -------------------------------------------------------------------------------------
+
+Sampler::Sampler(int64_t dataset_size, const LoaderOptions& o) : o_(o), size_(dataset_size) {
+  if (dataset_size <= 0) raise<DataError>("loader: the dataset is empty");
+  EVAX_CHECK(ConfigError, o.batch_size > 0, "loader: batch_size must be > 0, got ", o.batch_size);
+  EVAX_CHECK(ConfigError, o.world_size >= 1 && o.rank >= 0 && o.rank < o.world_size,
+             "loader: rank ", o.rank, " is not in [0, world_size = ", o.world_size, ")");
+  EVAX_CHECK(ConfigError, o.data_pct > 0 && o.data_pct <= 1, "loader: data_pct must lie in (0, 1],",
+             " got ", o.data_pct);
+  EVAX_CHECK(ConfigError, o.epoch_length >= 0, "loader: epoch_length must be >= 0");
+  EVAX_CHECK(ConfigError, o.workers >= 0 && o.prefetch >= 1,
+             "loader: workers must be >= 0 and prefetch >= 1");
+  if (o.data_pct < 1.0) {
+    // EVA-X: random.sample(range(N), int(N * pct)), dataset length int(len(subset) / pct).
+    const auto k = static_cast<int64_t>(static_cast<double>(size_) * o.data_pct);
+    EVAX_CHECK(ConfigError, k >= 1, "loader: data_pct ", o.data_pct, " of ", size_,
+               " samples keeps none");
+    std::vector<int64_t> all(static_cast<size_t>(size_));
+    std::iota(all.begin(), all.end(), 0);
+    Rng rng(o.seed, {kSubsetStream});
+    for (int64_t i = 0; i < k; ++i)  // partial Fisher–Yates: the first k are a uniform sample
+      std::swap(all[static_cast<size_t>(i)],
+                all[static_cast<size_t>(rng.uniform_int(i, size_ - 1))]);
+    subset_.assign(all.begin(), all.begin() + k);
+    virtual_size_ = static_cast<int64_t>(static_cast<double>(k) / o.data_pct);
+  } else {
+    subset_.resize(static_cast<size_t>(size_));
+    std::iota(subset_.begin(), subset_.end(), 0);
+    virtual_size_ = size_;
+  }
+  epoch_length_ = o.epoch_length > 0 ? o.epoch_length : virtual_size_;
+}
+
+int64_t Sampler::samples_per_rank() const {
+  const int64_t w = o_.world_size;
+  return o_.drop_last ? epoch_length_ / w : (epoch_length_ + w - 1) / w;
+}
+
+int64_t Sampler::batches_per_epoch() const {
+  const int64_t n = samples_per_rank(), b = o_.batch_size;
+  return o_.drop_last_batch ? n / b : (n + b - 1) / b;
+}
+
+int64_t Sampler::dataset_index(int64_t v) const {
+  return subset_[static_cast<size_t>(v % static_cast<int64_t>(subset_.size()))];
+}
+
+std::vector<int64_t> Sampler::permutation(int64_t cycle) const {
+  std::vector<int64_t> p(static_cast<size_t>(virtual_size_));
+  std::iota(p.begin(), p.end(), 0);
+  if (!o_.shuffle) return p;
+  Rng rng(o_.seed, {kPermutationStream, static_cast<uint64_t>(cycle)});
+  for (int64_t i = virtual_size_ - 1; i > 0; --i)  // Fisher–Yates
+    std::swap(p[static_cast<size_t>(i)], p[static_cast<size_t>(rng.uniform_int(0, i))]);
+  return p;
+}
+
+std::vector<int64_t> Sampler::rank_indices(int64_t epoch) const {
+  EVAX_ASSERT(epoch >= 0);
+  // The epoch is a slice of the endless stream perm(0) ++ perm(1) ++ ...; without epoch_length
+  // the slice is exactly perm(epoch).
+  const int64_t len = epoch_length_, v = virtual_size_;
+  std::vector<int64_t> all;
+  all.reserve(static_cast<size_t>(len + o_.world_size));
+  int64_t cycle = -1;
+  std::vector<int64_t> perm;
+  for (int64_t pos = epoch * len; pos < (epoch + 1) * len; ++pos) {
+    if (pos / v != cycle) cycle = pos / v, perm = permutation(cycle);
+    all.push_back(perm[static_cast<size_t>(pos % v)]);
+  }
+  // DistributedSampler: pad by repeating from the start, or truncate, to a multiple of W.
+  const int64_t w = o_.world_size, total = samples_per_rank() * w;
+  if (total < len) all.resize(static_cast<size_t>(total));
+  for (int64_t i = 0; static_cast<int64_t>(all.size()) < total; ++i)
+    all.push_back(all[static_cast<size_t>(i % len)]);
+  std::vector<int64_t> mine;
+  mine.reserve(static_cast<size_t>(total / w));
+  for (int64_t i = o_.rank; i < total; i += w) mine.push_back(all[static_cast<size_t>(i)]);
+  return mine;
+}
+
+// --- Loader --------------------------------------------------------------------------------------
+
+Loader::Loader(int64_t dataset_size, SampleFn sample, const LoaderOptions& options,
+               CollateFn collate_fn, DescribeFn describe)
+    : o_(options),
+      sampler_(dataset_size, options),
+      sample_(std::move(sample)),
+      collate_(collate_fn ? std::move(collate_fn) : CollateFn(collate)),
+      describe_(std::move(describe)) {
+  EVAX_ASSERT(static_cast<bool>(sample_), "Loader needs a sample function");
+}
+
+Loader::~Loader() { stop(); }
+
+void Loader::stop() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stopping_ = true;
+  }
+  work_cv_.notify_all();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+  std::lock_guard<std::mutex> lk(mu_);
+  stopping_ = false;
+  ready_.clear();
+}
+
+void Loader::start_epoch(int64_t epoch, int64_t skip_batches) {
+  stop();
+  const int64_t batches = batches_per_epoch();
+  EVAX_CHECK(ConfigError, epoch >= 0, "loader: epoch must be >= 0, got ", epoch);
+  EVAX_CHECK(ConfigError, skip_batches >= 0 && skip_batches <= batches, "loader: cannot skip ",
+             skip_batches, " of ", batches, " batches");
+  epoch_ = epoch;
+  indices_ = sampler_.rank_indices(epoch);
+  end_ = batches;
+  next_build_ = next_yield_ = skip_batches;
+  const int64_t n = std::min<int64_t>(o_.workers, end_ - skip_batches);
+  for (int64_t i = 0; i < n; ++i) threads_.emplace_back([this] { worker(); });
+}
+
+void Loader::worker() {
+  torch::NoGradGuard no_grad;  // grad mode is per thread; loading never needs autograd
+  single_threaded_torch();
+  while (true) {
+    int64_t b;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      work_cv_.wait(lk, [&] {
+        return stopping_ || next_build_ >= end_ || next_build_ < next_yield_ + o_.prefetch;
+      });
+      if (stopping_ || next_build_ >= end_) return;
+      b = next_build_++;
+    }
+    Slot slot;
+    try {
+      slot.batch = build(b);
+    } catch (...) {
+      slot.error = std::current_exception();
+    }
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      ready_[b] = std::move(slot);
+    }
+    ready_cv_.notify_all();
+  }
+}
+
+std::optional<Batch> Loader::next() {
+  EVAX_ASSERT(epoch_ >= 0, "Loader::next before start_epoch");
+  if (o_.workers == 0) {
+    if (next_yield_ >= end_) return std::nullopt;
+    torch::NoGradGuard no_grad;
+    try {
+      return build(next_yield_++);
+    } catch (...) {
+      end_ = next_yield_;  // as with workers: the epoch ends at a failed batch
+      throw;
+    }
+  }
+  Slot slot;
+  {
+    std::unique_lock<std::mutex> lk(mu_);
+    if (next_yield_ >= end_) return std::nullopt;
+    ready_cv_.wait(lk, [&] { return ready_.count(next_yield_) > 0; });
+    auto it = ready_.find(next_yield_);
+    slot = std::move(it->second);
+    ready_.erase(it);
+    ++next_yield_;
+  }
+  work_cv_.notify_all();
+  if (slot.error) {
+    stop();
+    end_ = next_yield_;  // the epoch ends here; the caller decides whether to go on
+    std::rethrow_exception(slot.error);
+  }
+  return std::move(slot.batch);
+}
+
+Batch Loader::build(int64_t batch_number) {
+  const int64_t begin = batch_number * o_.batch_size;
+  const int64_t end =
+      std::min<int64_t>(begin + o_.batch_size, static_cast<int64_t>(indices_.size()));
+  std::vector<Sample> samples;
+  samples.reserve(static_cast<size_t>(end - begin));
+  for (int64_t i = begin; i < end; ++i) samples.push_back(load(indices_[static_cast<size_t>(i)]));
+  return collate_(samples);
+}
+
+Sample Loader::load(int64_t virtual_index) {
+  const int64_t v_size = sampler_.virtual_size();
+  const bool skip = o_.bad_files == BadFilePolicy::kSkip;
+  std::string last_reason;
+  // Under kSkip a bad file is replaced by the next virtual index that loads, with that index's
+  // own Rng, so the replacement is the same whatever the thread timing.
+  for (int64_t k = 0; k < (skip ? v_size : 1); ++k) {
+    const int64_t v = (virtual_index + k) % v_size;
+    const int64_t index = sampler_.dataset_index(v);
+    if (skip) {
+      std::lock_guard<std::mutex> lk(bad_mu_);
+      if (bad_.count(index)) continue;  // known bad: the same outcome as failing again
+    }
+    Rng rng(o_.seed, {static_cast<uint64_t>(epoch_), static_cast<uint64_t>(v)});
+    try {
+      Sample s = sample_(index, rng);
+      s.index = index;
+      return s;
+    } catch (const DataError& e) {
+      if (!skip) throw;
+      last_reason = e.what();
+      SkippedFile f{index, describe_ ? describe_(index) : std::string(), e.what()};
+      bool fresh;
+      {
+        std::lock_guard<std::mutex> lk(bad_mu_);
+        fresh = bad_.emplace(index, f).second;
+      }
+      if (fresh) log_warn("skipping bad file (index ", index, "): ", e.what());
+    }
+  }
+  raise<DataError>("loader: no sample could be loaded, every file failed; last error: ",
+                   last_reason.empty() ? "(all known bad)" : last_reason);
+}
+
+int64_t Loader::skipped_files() const {
+  std::lock_guard<std::mutex> lk(bad_mu_);
+  return static_cast<int64_t>(bad_.size());
+}
+
+std::vector<SkippedFile> Loader::skipped() const {
+  std::lock_guard<std::mutex> lk(bad_mu_);
+  std::vector<SkippedFile> out;
+  for (const auto& [index, f] : bad_) out.push_back(f);
+  return out;
+}
+
+}  // namespace evax

@@ -1,0 +1,63 @@
+#include "evax/io/image.h"
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <vector>
+
+#include "evax/core/error.h"
+#include "evax/core/files.h"
+
+namespace evax {
+
+bool is_dicom_path(const std::string& path) {
+  std::string ext = std::filesystem::path(path).extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return ext == ".dcm" || ext == ".dicom" || ext == ".dic" || has_dicom_magic(path);
+}
+
+cv::Mat image_read_unit(const std::string& path, const ImageReadOptions& options) {
+  if (is_dicom_path(path)) {
+    const DicomPixels p = dicom_read(path, options.dicom);
+    return dicom_to_unit(p, options.dicom.apply_voi);
+  }
+  const std::string bytes = read_file(path);  // DataError naming the path when unreadable
+  if (bytes.empty()) raise<DataError>("image ", path, ": file is empty");
+  cv::Mat raw;
+  try {
+    // imdecode rather than imread: no path encoding issues, and the read error is ours.
+    const cv::Mat buf(1, static_cast<int>(bytes.size()), CV_8U,
+                      const_cast<char*>(bytes.data()));
+    raw = cv::imdecode(buf, cv::IMREAD_UNCHANGED);
+  } catch (const cv::Exception& e) {
+    raise<DataError>("image ", path, ": OpenCV cannot decode it: ", e.what());
+  }
+  if (raw.empty())
+    raise<DataError>("image ", path,
+                     ": OpenCV returned an empty image (corrupt file or unsupported format)");
+  double scale;
+  switch (raw.depth()) {
+    case CV_8U: scale = 1.0 / 255.0; break;
+    case CV_16U: scale = 1.0 / 65535.0; break;
+    default:
+      raise<DataError>("image ", path, ": unsupported pixel depth (OpenCV depth code ",
+                       raw.depth(), "); expected 8 or 16 bit unsigned");
+  }
+  cv::Mat f;
+  raw.convertTo(f, CV_32F, scale);
+  cv::Mat gray;
+  switch (f.channels()) {
+    case 1: gray = f; break;
+    case 2: cv::extractChannel(f, gray, 0); break;  // gray + alpha
+    case 3: cv::cvtColor(f, gray, cv::COLOR_BGR2GRAY); break;
+    case 4: cv::cvtColor(f, gray, cv::COLOR_BGRA2GRAY); break;
+    default:
+      raise<DataError>("image ", path, ": unsupported channel count ", f.channels());
+  }
+  return gray;
+}
+
+}  // namespace evax

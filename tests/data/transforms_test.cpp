@@ -1,0 +1,272 @@
+#include "evax/data/transforms.h"
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include "evax/core/error.h"
+#include "reference_util.h"
+
+using evax::CropBox;
+using evax::Range;
+using evax::Rng;
+
+namespace {
+
+// A smooth grey test image with an asymmetric bright blob (so flips and crops are visible).
+torch::Tensor test_image(int64_t h, int64_t w) {
+  auto y = torch::linspace(0, 1, h).view({h, 1}).expand({h, w});
+  auto x = torch::linspace(0, 1, w).view({1, w}).expand({h, w});
+  auto img = 0.3 + 0.2 * torch::sin(7 * x + 3 * y) + 0.1 * torch::cos(11 * x * y);
+  img = img + 0.4 * torch::exp(-((x - 0.25).pow(2) + (y - 0.3).pow(2)) / 0.01);
+  return img.clamp(0, 1).unsqueeze(0).to(torch::kFloat32).contiguous();
+}
+
+bool same_box(const CropBox& a, const CropBox& b) {
+  return a.top == b.top && a.left == b.left && a.height == b.height && a.width == b.width;
+}
+
+torch::Tensor to_float255(const torch::Tensor& u8) { return u8.to(torch::kFloat32); }
+
+}  // namespace
+
+TEST_CASE("transforms: random_resized_crop_box stays inside and is deterministic", "[transforms]") {
+  for (auto [h, w] : {std::pair<int64_t, int64_t>{224, 224}, {100, 400}, {37, 5}, {1, 1}}) {
+    Rng rng(5, {static_cast<uint64_t>(h), static_cast<uint64_t>(w)});
+    for (int k = 0; k < 2000; ++k) {
+      const CropBox b = evax::random_resized_crop_box(rng, h, w);
+      REQUIRE(b.height > 0);
+      REQUIRE(b.width > 0);
+      REQUIRE(b.top >= 0);
+      REQUIRE(b.left >= 0);
+      REQUIRE(b.top + b.height <= h);
+      REQUIRE(b.left + b.width <= w);
+    }
+  }
+  Rng a(9, {1, 2}), b(9, {1, 2});
+  for (int k = 0; k < 100; ++k)
+    REQUIRE(same_box(evax::random_resized_crop_box(a, 256, 320),
+                     evax::random_resized_crop_box(b, 256, 320)));
+  // Fallback when nothing fits: the whole image with its aspect clamped into the ratio, centred
+  // (torchvision: h = 100, w = round(100 · 4/3) = 133, j = (400 - 133) // 2).
+  Rng r(1);
+  const CropBox f = evax::random_resized_crop_box(r, 100, 400, {1.0, 1.0}, {1.0, 1.0});
+  CHECK(same_box(f, CropBox{0, 150, 100, 100}));
+  const CropBox f2 = evax::random_resized_crop_box(r, 100, 400, {1.0, 1.0}, {0.75, 4.0 / 3.0});
+  CHECK(same_box(f2, CropBox{0, 133, 100, 133}));
+  const CropBox f3 = evax::random_resized_crop_box(r, 400, 100, {1.0, 1.0}, {0.75, 4.0 / 3.0});
+  CHECK(same_box(f3, CropBox{133, 0, 133, 100}));
+}
+
+TEST_CASE("transforms: crop box statistics match torchvision", "[transforms][python]") {
+  if (evax::test::pil_reference().empty()) {
+    WARN("EVAX_PYTHON not configured: skipping the torchvision comparison");
+    return;
+  }
+  for (const char* name : {"wide", "mim", "fallback"}) {
+    CAPTURE(name);
+    const auto p = evax::test::ref(std::string("rrc/") + name + "/params");
+    const auto s = evax::test::ref(std::string("rrc/") + name + "/stats");
+    const auto pa = p.accessor<double, 1>();
+    const auto sa = s.accessor<double, 1>();
+    const int64_t h = static_cast<int64_t>(pa[0]), w = static_cast<int64_t>(pa[1]);
+    const int n = static_cast<int>(pa[6]);
+    Rng rng(2024, {static_cast<uint64_t>(h)});
+    double sum[4] = {}, sq[4] = {};
+    for (int k = 0; k < n; ++k) {
+      const CropBox b = evax::random_resized_crop_box(rng, h, w, {pa[2], pa[3]}, {pa[4], pa[5]});
+      const double v[4] = {double(b.top), double(b.left), double(b.height), double(b.width)};
+      for (int i = 0; i < 4; ++i) sum[i] += v[i], sq[i] += v[i] * v[i];
+    }
+    for (int i = 0; i < 4; ++i) {
+      const double mean = sum[i] / n, sd = std::sqrt(std::max(0.0, sq[i] / n - mean * mean));
+      // Two independent estimates of the same mean: their difference has standard error
+      // sd · sqrt(2 / n); 5 of those is a false alarm rate below 1e-6.
+      const double tol = 5.0 * std::max(sd, sa[4 + i]) * std::sqrt(2.0 / n) + 1e-9;
+      INFO("field " << i << ": mean " << mean << " vs torchvision " << sa[i] << ", sd " << sd
+                    << " vs " << sa[4 + i]);
+      CHECK(std::abs(mean - sa[i]) <= tol);
+      CHECK(std::abs(sd - sa[4 + i]) <= 0.05 * sa[4 + i] + 0.5);
+    }
+  }
+}
+
+TEST_CASE("transforms: bicubic resize is close to PIL", "[transforms][python]") {
+  if (evax::test::pil_reference().empty()) {
+    WARN("EVAX_PYTHON not configured: skipping the PIL comparison");
+    return;
+  }
+  for (const char* name : {"down", "up", "odd"}) {
+    CAPTURE(name);
+    const auto in = evax::test::ref(std::string("resize/") + name + "/in");
+    const auto want = to_float255(evax::test::ref(std::string("resize/") + name + "/out"));
+    const auto x = to_float255(in).div(255.0).unsqueeze(0);
+    for (bool q : {false, true}) {
+      const auto got = evax::resize_bicubic_pil(x, want.size(0), want.size(1), q)
+                           .squeeze(0)
+                           .mul(255.0)
+                           .round();
+      const auto diff = (got - want).abs();
+      const double max = diff.max().item<double>(), mean = diff.mean().item<double>();
+      std::printf("PIL bicubic %s %ldx%ld -> %ldx%ld%s: max %.0f, mean %.4f (8-bit units)\n", name,
+                  long(in.size(0)), long(in.size(1)), long(want.size(0)), long(want.size(1)),
+                  q ? " (8-bit passes)" : "", max, mean);
+      CHECK(max <= 2.0);
+      CHECK(mean < 0.5);
+    }
+  }
+}
+
+TEST_CASE("transforms: flip, centre crop, resize_shorter, normalise", "[transforms]") {
+  const auto img = test_image(20, 30);
+  const auto f = evax::hflip(img);
+  CHECK(torch::equal(f.select(2, 0), img.select(2, 29)));
+  CHECK(torch::equal(evax::hflip(f), img));
+
+  // torchvision: top = round((20 - 15) / 2) = round(2.5) = 2 (half to even), left = 5.
+  const auto c = evax::center_crop(img, 15, 20);
+  CHECK(c.sizes() == torch::IntArrayRef({1, 15, 20}));
+  CHECK(torch::equal(c, img.slice(1, 2, 17).slice(2, 5, 25)));
+  CHECK_THROWS_AS(evax::center_crop(img, 21, 10), evax::DataError);
+
+  const auto r = evax::resize_shorter(img, 10);
+  CHECK(r.sizes() == torch::IntArrayRef({1, 10, 15}));
+  CHECK(evax::resize_shorter(test_image(30, 20), 16).sizes() == torch::IntArrayRef({1, 24, 16}));
+
+  const auto n = evax::normalize(img, evax::kEvaxMean, evax::kEvaxStd);
+  REQUIRE(n.sizes() == torch::IntArrayRef({3, 20, 30}));
+  CHECK(torch::allclose(n[0], (img[0] - 0.49185243) / 0.28509309));
+  CHECK(torch::equal(n[0], n[2]));
+
+  const auto q = evax::quantize8(img);
+  CHECK(torch::allclose(q * 255, (q * 255).round(), 0, 1e-4));
+  CHECK((q - img).abs().max().item<double>() <= 0.5 / 255 + 1e-6);
+}
+
+TEST_CASE("transforms: MIM two views show the same region", "[transforms]") {
+  const auto img = test_image(256, 300);
+  evax::TwoViewOptions o;
+  o.teacher_size = 112;  // different sizes make the check meaningful
+  int flipped = 0;
+  for (uint64_t i = 0; i < 24; ++i) {
+    Rng rng(7, {0, i});
+    const evax::TwoViews v = evax::two_view_crop(img, rng, o);
+    REQUIRE(v.student.sizes() == torch::IntArrayRef({3, 224, 224}));
+    REQUIRE(v.teacher.sizes() == torch::IntArrayRef({3, 112, 112}));
+    flipped += v.flipped;
+    // Un-normalise each with its own statistics, then bring the student to the teacher's size.
+    const auto s = v.student[0].unsqueeze(0) * evax::kEvaxStd + evax::kEvaxMean;
+    const auto t = v.teacher[0].unsqueeze(0) * evax::kTeacherStd + evax::kTeacherMean;
+    CHECK(s.min().item<double>() >= -1e-5);
+    CHECK(t.max().item<double>() <= 1 + 1e-5);
+    const double same = (evax::resize_bicubic_pil(s, 112, 112) - t).abs().mean().item<double>();
+    CHECK(same < 0.01);
+    // The flip really is a mirror of the box's crop (and not of some other region).
+    auto direct = evax::resized_crop(img, v.box, 112, 112);
+    if (v.flipped) direct = evax::hflip(direct);
+    CHECK((direct - t).abs().max().item<double>() < 1e-5);
+    if (v.flipped) CHECK((evax::hflip(direct) - t).abs().mean().item<double>() > 0.005);
+    // Determinism: the same Rng stream gives the same views.
+    Rng again(7, {0, i});
+    const evax::TwoViews w = evax::two_view_crop(img, again, o);
+    CHECK(torch::equal(v.student, w.student));
+    CHECK(torch::equal(v.teacher, w.teacher));
+  }
+  CHECK(flipped > 4);  // Binomial(24, 0.5): outside 5..19 with probability < 0.002
+  CHECK(flipped < 20);
+}
+
+TEST_CASE("transforms: classification train transform", "[transforms]") {
+  const auto img = test_image(300, 280);
+  evax::ClassifyAugmentOptions o;
+  Rng a(3, {1, 4}), b(3, {1, 4}), c(3, {1, 5});
+  const auto x = evax::classify_train_transform(img, a, o);
+  REQUIRE(x.sizes() == torch::IntArrayRef({3, 224, 224}));
+  CHECK(torch::equal(x, evax::classify_train_transform(img, b, o)));
+  CHECK(!torch::equal(x, evax::classify_train_transform(img, c, o)));
+  const auto unit = x[0] * evax::kEvaxStd + evax::kEvaxMean;
+  CHECK(unit.min().item<double>() >= -1e-5);
+  CHECK(unit.max().item<double>() <= 1 + 1e-5);
+  // RandAugment works on the 8-bit grid.
+  CHECK(torch::allclose(unit * 255, (unit * 255).round(), 0, 1e-3));
+}
+
+TEST_CASE("transforms: segmentation joint transforms keep image and mask aligned",
+          "[transforms]") {
+  // The image is the mask drawn in grey, so any misalignment shows up as disagreement.
+  auto mask = torch::zeros({1, 120, 160}, torch::kUInt8);
+  mask.slice(1, 20, 70).slice(2, 10, 60).fill_(1);
+  mask.slice(1, 80, 110).slice(2, 100, 155).fill_(1);
+  const evax::SegPair in{mask.to(torch::kFloat32) * 0.8 + 0.1, mask};
+  const auto agree = [](const evax::SegPair& p) {
+    return ((p.image > 0.5).to(torch::kUInt8) == p.mask).to(torch::kFloat32).mean().item<double>();
+  };
+
+  const auto r = evax::joint_resize(in, 64, 64);
+  CHECK(r.mask.sizes() == torch::IntArrayRef({1, 64, 64}));
+  CHECK(r.mask.scalar_type() == torch::kUInt8);
+  CHECK(agree(r) > 0.97);
+  CHECK(agree(evax::joint_hflip(r)) == agree(r));
+  Rng rng(4);
+  for (int k = 0; k < 10; ++k) {
+    const CropBox box = evax::random_resized_crop_box(rng, 120, 160);
+    const auto c = evax::joint_resized_crop(in, box, 96, 96);
+    CHECK(agree(c) > 0.95);
+    CHECK(torch::all((c.mask == 0) | (c.mask == 1)).item<bool>());
+  }
+
+  evax::SegAugmentOptions o;
+  o.size = 64;
+  o.photometric = false;
+  Rng t1(8, {0, 1});
+  auto out = evax::segment_train_transform(in, t1, o);
+  REQUIRE(out.image.sizes() == torch::IntArrayRef({3, 64, 64}));
+  out.image = out.image.narrow(0, 0, 1) * evax::kEvaxStd + evax::kEvaxMean;
+  CHECK(agree(out) > 0.97);
+}
+
+TEST_CASE("transforms: photometric distortion", "[transforms]") {
+  const auto img = evax::quantize8(test_image(40, 50));
+  evax::PhotometricOptions off;
+  off.p = 0.0;
+  Rng r0(1);
+  CHECK(torch::allclose(evax::photometric_distortion(img, r0, off), img, 0, 1e-6));
+
+  evax::PhotometricOptions on;
+  on.p = 1.0;
+  on.contrast = {1.0, 1.0};
+  bool brighter = false, darker = false;
+  for (uint64_t i = 0; i < 20; ++i) {
+    Rng rng(2, {i});
+    const auto out = evax::photometric_distortion(img, rng, on);
+    CHECK(out.min().item<double>() >= 0.0);
+    CHECK(out.max().item<double>() <= 1.0);
+    CHECK(torch::allclose(out * 255, (out * 255).round(), 0, 1e-3));  // stays on the 8-bit grid
+    // Away from the clipping ends the shift is uniform, within the truncation step.
+    const auto mid = (img > 0.2) & (img < 0.8);
+    const auto d = ((out - img) * 255).masked_select(mid);
+    CHECK((d.max() - d.min()).item<double>() <= 1.0 + 1e-3);
+    CHECK(d.abs().max().item<double>() <= 33.0);
+    brighter |= d.mean().item<double>() > 1, darker |= d.mean().item<double>() < -1;
+  }
+  CHECK(brighter);
+  CHECK(darker);
+}
+
+TEST_CASE("transforms: config decoders", "[transforms]") {
+  auto cfg = evax::Config::parse(
+      "aug:\n  student_size: 192\n  scale: [0.3, 0.9]\n  flip_p: 0\n"
+      "cls:\n  size: 160\n  rand_augment: rand-m9-mstd0.5-inc1\n"
+      "bad:\n  scale: [0.9, 0.3]\n",
+      "test");
+  const auto two = evax::two_view_options_from_config(cfg.view("aug"));
+  CHECK(two.student_size == 192);
+  CHECK(two.teacher_size == 224);
+  CHECK(two.scale.lo == 0.3);
+  CHECK(two.flip_p == 0.0);
+  const auto cls = evax::classify_augment_options_from_config(cfg.view("cls"));
+  CHECK(cls.size == 160);
+  CHECK(cls.rand_augment_options.magnitude == 9.0);
+  CHECK_THROWS_AS(evax::two_view_options_from_config(cfg.view("bad")), evax::ConfigError);
+}
