@@ -1,0 +1,146 @@
+// Collective communication for data-parallel training: one abstract Comm, three backends.
+//
+//   single  world 1, every collective is a no-op.
+//   store   CPU: point-to-point messages through a c10d::Store (the TCP rendezvous store), so it
+//           needs nothing but the store. The wheel ships no gloo headers; this replaces it.
+//   nccl    GPU: c10d::ProcessGroupNCCL (compiled only with USE_C10D_NCCL and nccl.h present).
+//
+// Every rank must issue the same collectives in the same order with the same shapes and dtypes.
+// Only rank 0 writes files (checkpoints, metrics, the run directory); the other ranks compute.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/Store.hpp>
+
+#include "evax/core/error.h"
+#include "evax/dist/env.h"
+
+namespace evax {
+
+/// A failed collective: a rank timed out, the store went away, or ranks disagree on shapes.
+/// A bug or a dead peer rather than bad input, hence exit code 1.
+class DistError : public Error {
+ public:
+  using Error::Error;
+  ExitCode exit_code() const override { return ExitCode::kInternal; }
+};
+
+enum class ReduceOp { kSum, kMax };
+
+/// A communicator over a fixed group of ranks. Not thread-safe: one thread per rank calls it.
+class Comm {
+ public:
+  virtual ~Comm() = default;
+  Comm(const Comm&) = delete;
+  Comm& operator=(const Comm&) = delete;
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+  /// "single", "store" or "nccl".
+  virtual std::string backend_name() const = 0;
+  /// Device the collectives run on: CPU for single/store, cuda:<local_rank> for nccl. Tensors on
+  /// other devices work with the store backend (staged through the CPU).
+  virtual at::Device device() const = 0;
+
+  /// Reduces every tensor elementwise across ranks, in place. Every rank ends with the same bits.
+  virtual void all_reduce(std::vector<at::Tensor>& tensors, ReduceOp op) = 0;
+  /// Overwrites every tensor with rank `root`'s values, in place.
+  virtual void broadcast(std::vector<at::Tensor>& tensors, int root) = 0;
+  /// Returns once every rank has called barrier().
+  virtual void barrier() = 0;
+
+  /// Sums across ranks, in place (see all_reduce).
+  void all_reduce_sum(std::vector<at::Tensor>& tensors) { all_reduce(tensors, ReduceOp::kSum); }
+  /// Sum of a scalar over ranks (metrics: loss sums, sample counts).
+  double all_reduce_sum(double v);
+  /// Maximum of a scalar over ranks (metrics: slowest step time).
+  double all_reduce_max(double v);
+
+ protected:
+  Comm(int rank, int world_size) : rank_(rank), world_size_(world_size) {}
+
+ private:
+  double reduce_scalar(double v, ReduceOp op);
+  int rank_, world_size_;
+};
+
+/// World of one: every collective returns at once.
+class SingleComm : public Comm {
+ public:
+  SingleComm() : Comm(0, 1) {}
+  std::string backend_name() const override { return "single"; }
+  at::Device device() const override { return at::kCPU; }
+  void all_reduce(std::vector<at::Tensor>&, ReduceOp) override {}
+  void broadcast(std::vector<at::Tensor>&, int root) override;
+  void barrier() override {}
+};
+
+/// CPU collectives as point-to-point messages through a c10d::Store.
+///
+/// all_reduce: each tensor group (same dtype) is split into world_size chunks; rank d owns chunk
+/// d, receives every rank's copy of it, reduces them in rank order 0..W-1 and sends the result
+/// back to every rank. Deterministic, and bit-identical on all ranks because each chunk is
+/// reduced once. Each key ("ar/<seq>/<phase>/<src>/<dst>") has one reader, who deletes it, so
+/// the store does not grow. Supports float32/64, bfloat16, float16, int32, int64.
+///
+/// Rank 0's destructor waits (up to the timeout) until every rank has destroyed its StoreComm,
+/// because rank 0's process hosts the TCP store the others may still be reading from.
+class StoreComm : public Comm {
+ public:
+  /// `timeout_s` bounds each collective: a rank that waits longer for a peer throws DistError.
+  StoreComm(c10::intrusive_ptr<c10d::Store> store, int rank, int world_size,
+            double timeout_s = 300);
+  ~StoreComm() override;
+  std::string backend_name() const override { return "store"; }
+  at::Device device() const override { return at::kCPU; }
+  void all_reduce(std::vector<at::Tensor>& tensors, ReduceOp op) override;
+  void broadcast(std::vector<at::Tensor>& tensors, int root) override;
+  void barrier() override;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  void reduce_flat(const char* tag, at::Tensor flat, ReduceOp op);
+  void send(const std::string& key, const void* data, size_t bytes);
+  void recv(const std::string& key, int src, void* out, size_t bytes, const std::string& what,
+            Clock::time_point deadline);
+  std::vector<uint8_t> take(const std::string& key, int src, const std::string& what,
+                            Clock::time_point deadline);
+  std::string key(const char* tag, int phase, int src, int dst) const;
+
+  c10::intrusive_ptr<c10d::Store> store_;
+  std::chrono::milliseconds timeout_;
+  uint64_t seq_ = 0;
+  bool failed_ = false;  ///< a collective failed: the peers are out of step
+};
+
+/// Communicator set-up.
+struct CommOptions {
+  /// "auto" (nccl when world > 1 and every local rank has a GPU, else store), "store" or "nccl".
+  std::string backend = "auto";
+  /// Seconds a rank waits for its peers (rendezvous and each collective) before DistError.
+  double timeout_s = 300;
+};
+
+/// Connects to the job's rendezvous store and builds the communicator. A world of one gets
+/// SingleComm without touching the network. Throws ConfigError for a bad option and DistError
+/// when the store cannot be reached.
+std::unique_ptr<Comm> comm_create(const DistEnv& env, const CommOptions& opts = {});
+
+/// The rendezvous store comm_create uses: a c10d::TCPStore at master_addr:master_port served by
+/// rank 0 (or, under a torchrun agent, a client of the agent's store under
+/// "/worker/attempt_<restart_count>", as torch's own env:// rendezvous does).
+c10::intrusive_ptr<c10d::Store> rendezvous_store(const DistEnv& env, double timeout_s);
+
+/// Whether this build has the NCCL backend.
+bool nccl_comm_available();
+/// An NCCL communicator on cuda:<local_rank>. Throws ConfigError when the build lacks NCCL.
+std::unique_ptr<Comm> nccl_comm_create(c10::intrusive_ptr<c10d::Store> store, const DistEnv& env,
+                                       double timeout_s);
+
+}  // namespace evax
