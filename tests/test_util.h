@@ -5,6 +5,8 @@
 #include <random>
 #include <string>
 
+#include "test_config.h"
+
 namespace evax::test {
 
 inline std::string source_path(const std::string& rel) {

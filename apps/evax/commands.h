@@ -12,7 +12,13 @@ namespace evax::app {
 using Args = std::vector<std::string>;
 
 int cmd_synth(const Args& args);
+int cmd_decode(const Args& args);
 int cmd_demo(const Args& args);
+int cmd_inspect(const Args& args);
+int cmd_launch(const Args& args);
+int cmd_pretrain(const Args& args);
+int cmd_convert(const Args& args);
+int cmd_embed(const Args& args);
 
 /// Options every config-driven command shares: --config, --set (repeatable), --run-dir.
 struct RunArgs {

@@ -21,9 +21,15 @@ struct Command {
 const Command kCommands[] = {
     {"convert", "convert a checkpoint to safetensors (timm or EVA-02 naming)",
      evax::app::cmd_convert},
+    {"decode", "decode a DICOM/PNG/JPEG to the float image evax sees", evax::app::cmd_decode},
     {"demo", "run the main job on the embedded synthetic default", evax::app::cmd_demo},
+    {"embed", "extract token and pooled features (timm forward_features / forward_head)",
+     evax::app::cmd_embed},
     {"inspect", "show what a checkpoint holds (keys, tensors, naming, model)",
      evax::app::cmd_inspect},
+    {"launch", "start N local ranks of a command (distributed training)", evax::app::cmd_launch},
+    {"pretrain", "EVA-X masked image modeling pretraining (MIM) with a frozen teacher",
+     evax::app::cmd_pretrain},
     {"synth", "generate synthetic chest X-rays (DICOM, PNG, masks, manifests)",
      evax::app::cmd_synth},
 };

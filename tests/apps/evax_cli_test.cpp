@@ -102,25 +102,37 @@ TEST_CASE("data errors exit 3") {
 
 TEST_CASE("demo writes a run directory that can be repeated from its config.yaml") {
   evax::test::TempDir tmp("demo");
-  Result r = run("demo --run-dir '" + (tmp / "run1") + "' --set synth.n=12 --set synth.size=64");
+  const std::string small = " --set synth.n=24 --set synth.size=64 --set data.loader.batch_size=4"
+                            " --set train.epochs=1 --set model.depth=1 --set threads=1";
+  Result r = run("demo --run-dir '" + (tmp / "run1") + "'" + small);
   INFO(r.err);
   REQUIRE(r.code == 0);
-  for (const char* f : {"config.yaml", "log.txt", "data/classification.csv", "data/pretrain.csv"})
+  for (const char* f : {"config.yaml", "log.txt", "data/classification.csv", "data/pretrain.csv",
+                        "metrics.csv"})
     CHECK(fs::exists(tmp / ("run1/" + std::string(f))));
-  CHECK_THAT(evax::read_file(tmp / "run1/log.txt"), Contains("wrote 12 images"));
-  CHECK_THAT(evax::read_file(tmp / "run1/config.yaml"), Contains("n: 12"));
+  CHECK_THAT(evax::read_file(tmp / "run1/log.txt"),
+             Contains("wrote 24 images") && Contains("pretraining done"));
+  CHECK_THAT(evax::read_file(tmp / "run1/config.yaml"), Contains("n: 24"));
+  CHECK(fs::exists(tmp / "run1/metrics.csv"));
 
   r = run("demo --config '" + (tmp / "run1/config.yaml") + "' --run-dir '" + (tmp / "run2") + "'");
   INFO(r.err);
   REQUIRE(r.code == 0);
-  CHECK(evax::read_file(tmp / "run2/config.yaml") == evax::read_file(tmp / "run1/config.yaml"));
+  // Identical but for the data path, which the demo points into each run directory.
+  auto without_manifest = [](std::string s) {
+    auto p = s.find("manifest:");
+    return s.erase(p, s.find('\n', p) - p);
+  };
+  CHECK(without_manifest(evax::read_file(tmp / "run2/config.yaml")) ==
+        without_manifest(evax::read_file(tmp / "run1/config.yaml")));
   CHECK(evax::read_file(tmp / "run2/data/classification.csv") ==
         evax::read_file(tmp / "run1/data/classification.csv"));
 }
 
 TEST_CASE("demo without --run-dir uses runs/<config>-<timestamp>") {
   evax::test::TempDir tmp("demodefault");
-  Result r = run("demo --set synth.n=2 --set synth.size=64", tmp.str());
+  Result r = run("demo --set synth.n=24 --set synth.size=64 --set data.loader.batch_size=4"
+                 " --set train.epochs=1 --set model.depth=1 --set threads=1", tmp.str());
   INFO(r.err);
   REQUIRE(r.code == 0);
   int found = 0;

@@ -60,7 +60,7 @@ void write_file_atomic(const std::string& path, const std::string& content) {
   }
 }
 
-std::string make_run_dir(const std::string& requested, const std::string& config_name) {
+std::string run_dir_resolve(const std::string& requested, const std::string& config_name) {
   std::string dir = requested;
   if (dir.empty()) {
     std::time_t t = std::time(nullptr);
@@ -70,6 +70,11 @@ std::string make_run_dir(const std::string& requested, const std::string& config
     std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
     dir = "runs/" + (config_name.empty() ? std::string("run") : config_name) + "-" + stamp;
   }
+  return dir;
+}
+
+std::string make_run_dir(const std::string& requested, const std::string& config_name) {
+  const std::string dir = run_dir_resolve(requested, config_name);
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) raise<DataError>("cannot create run directory '", dir, "': ", ec.message());

@@ -1,0 +1,186 @@
+#include "evax/pretrain/task.h"
+
+#include <ATen/autocast_mode.h>
+
+#include "evax/core/log.h"
+#include "evax/io/checkpoint.h"
+#include "evax/io/image.h"
+#include "evax/models/load.h"
+#include "evax/models/registry.h"
+#include "evax/models/weights.h"
+
+namespace evax {
+namespace {
+
+torch::Device pick_device(const std::string& d) {
+  if (d == "cpu") return torch::kCPU;
+  if (d == "cuda") {
+    if (!torch::cuda::is_available()) raise<ConfigError>("device: cuda requested but CUDA is not available");
+    return torch::kCUDA;
+  }
+  return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+}
+
+// bf16 autocast for the forward pass on CUDA, as Python's torch.autocast does it.
+class AutocastGuard {
+ public:
+  explicit AutocastGuard(bool on) : on_(on) {
+    if (!on_) return;
+    prev_ = at::autocast::is_autocast_enabled(at::kCUDA);
+    prev_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~AutocastGuard() {
+    if (!on_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(at::kCUDA, prev_);
+    at::autocast::set_autocast_dtype(at::kCUDA, prev_dtype_);
+  }
+
+ private:
+  bool on_;
+  bool prev_ = false;
+  at::ScalarType prev_dtype_ = at::kBFloat16;
+};
+
+}  // namespace
+
+PretrainOptions pretrain_options_from_config(Config& cfg) {
+  PretrainOptions o;
+  auto m = cfg.view("model");
+  o.model = m.get<std::string>("name", o.model);
+  model_options(o.model);  // validates the name early
+  o.depth = m.get<int64_t>("depth", o.depth);
+  m.check("depth", o.depth >= 0, "must be >= 0 (0 = the model's own depth)");
+  o.drop_path = m.get<double>("drop_path", o.drop_path);
+  m.check("drop_path", o.drop_path >= 0 && o.drop_path < 1, "must be in [0, 1)");
+  o.stop_grad_conv1 = m.get<bool>("stop_grad_conv1", o.stop_grad_conv1);
+  o.init_checkpoint = m.get<std::string>("init_checkpoint", o.init_checkpoint);
+
+  auto t = cfg.view("target");
+  o.target = t.get<std::string>("kind", o.target);
+  t.check("kind", o.target == "teacher" || o.target == "pixels", "must be teacher or pixels");
+  o.teacher = t.get<std::string>("teacher", o.teacher);
+  o.teacher_checkpoint = t.get<std::string>("checkpoint", o.teacher_checkpoint);
+  t.check("checkpoint", o.target != "teacher" || !o.teacher_checkpoint.empty(),
+          "target kind teacher needs a teacher checkpoint (MGCA's vit_base.ckpt, or any ViT/16 "
+          "checkpoint); use kind: pixels to pretrain without one");
+
+  auto d = cfg.view("data");
+  o.manifest = d.require<std::string>("manifest");
+  o.split = d.get<std::string>("split", o.split);
+  d.check("split", o.split == "train" || o.split == "val" || o.split == "test" || o.split == "all",
+          "must be train, val, test or all");
+  o.views = two_view_options_from_config(d.at("views"));
+  o.loader = loader_options_from_config(d.at("loader"));
+  o.masking = masking_options_from_config(cfg.view("masking"),
+                                          MaskingOptions().grid(o.views.student_size / 16));
+  cfg.check("masking.grid", o.masking.grid() * 16 == o.views.student_size,
+            "must equal data.views.student_size / 16");
+  // The run's `seed` drives data order, crops and masks unless data.loader.seed overrides it.
+  if (!d.has("loader.seed")) o.loader.seed = static_cast<uint64_t>(cfg.get<int64_t>("seed", 0));
+  o.device = cfg.get<std::string>("device", o.device);
+  cfg.check("device", o.device == "auto" || o.device == "cpu" || o.device == "cuda",
+            "must be auto, cpu or cuda");
+  o.bf16 = cfg.get<bool>("bf16", o.bf16);
+  return o;
+}
+
+PretrainTask::PretrainTask(const PretrainOptions& o, int rank, int world)
+    : opts_(o), device_(pick_device(o.device)) {
+  Manifest all = manifest_load(o.manifest);
+  manifest_ = o.split == "all" ? all : all.select_split(o.split);
+  if (manifest_.size() == 0)
+    raise<DataError>("manifest '", o.manifest, "' has no rows in split '", o.split, "'");
+
+  if (o.target == "teacher") {
+    LoadedModel t = model_load(o.teacher, o.teacher_checkpoint, 0, o.views.teacher_size);
+    log_info("teacher ", o.teacher, " from ", o.teacher_checkpoint, ": ", t.report.summary());
+    target_ = std::make_unique<TeacherTarget>(t.model, o.teacher);
+  } else {
+    target_ = std::make_unique<PixelTarget>(16);
+  }
+  target_->to(device_);
+
+  // Initial weights from the run's seed: identical on every rank and in every repeat of the run.
+  torch::manual_seed(o.loader.seed);
+  ViTOptions so = model_options(o.model);
+  so.img_size(o.views.student_size).num_classes(0).mim_dim(target_->dim()).final_norm(true);
+  so.drop_path_rate(o.drop_path).stop_grad_conv1(o.stop_grad_conv1);
+  if (o.depth > 0) so.depth(o.depth);
+  student_ = VisionTransformer(so);
+  if (!o.init_checkpoint.empty()) {
+    CheckpointContents c = checkpoint_read(o.init_checkpoint);
+    auto rep = load_weights(*student_, checkpoint_state_dict(c));
+    log_info("student initialised from ", o.init_checkpoint, ": ", rep.summary());
+  }
+  student_->to(device_);
+
+  LoaderOptions lo = o.loader;
+  lo.rank = rank;
+  lo.world_size = world;
+  lo.shuffle = true;
+  lo.drop_last_batch = true;  // every step sees a full batch, as DistributedSampler + drop_last
+  loader_ = std::make_unique<Loader>(
+      manifest_.size(), [this](int64_t i, Rng& rng) { return load_sample(i, rng); }, lo,
+      Loader::CollateFn{}, [this](int64_t i) { return manifest_.rows[static_cast<size_t>(i)].path; });
+  log_info("pretraining ", o.model, " (", so.depth(), " blocks, ", so.img_size(), "px) on ",
+           manifest_.size(), " images, target: ", target_->describe(), " (", target_->dim(),
+           "-d), mask ratio ", o.masking.ratio(), " (", o.masking.num_masked(), " of ",
+           o.masking.grid() * o.masking.grid(), " patches), device ", device_.str());
+}
+
+Sample PretrainTask::load_sample(int64_t index, Rng& rng) const {
+  const ManifestRow& row = manifest_.rows[static_cast<size_t>(index)];
+  cv::Mat unit = image_read_unit(row.path, {});
+  TwoViews v = two_view_crop(unit_to_tensor(unit), rng, opts_.views);
+  Sample s;
+  s.image = v.student;
+  s.image2 = v.teacher;
+  s.mask = mask_generate(opts_.masking, rng).flatten();  // (N,) bool, patch order
+  s.index = index;
+  return s;
+}
+
+std::vector<NamedParam> PretrainTask::trainable() {
+  std::vector<NamedParam> out;
+  for (auto& p : student_->named_parameters(true)) out.push_back({p.key(), p.value()});
+  return out;
+}
+
+int64_t PretrainTask::micro_batches_per_epoch() { return loader_->batches_per_epoch(); }
+
+void PretrainTask::start_epoch(int64_t epoch, int64_t skip) { loader_->start_epoch(epoch, skip); }
+
+MicroStep PretrainTask::forward_micro() {
+  std::optional<Batch> b = loader_->next();
+  EVAX_ASSERT(b.has_value(), "data stream ended before the epoch's last micro-batch");
+  student_->train();
+  auto images = b->image.to(device_, /*non_blocking=*/true);
+  auto teacher_images = b->image2.to(device_, true);
+  auto mask = b->mask.to(device_, true);
+  MicroStep ms;
+  {
+    AutocastGuard ac(opts_.bf16 && device_.is_cuda());
+    auto targets = target_->compute(teacher_images);
+    auto pred = student_->forward_mim(images, mask);
+    ms.loss = mim_cosine_loss(pred, targets, mask);
+  }
+  ms.logs["mask_ratio"] = mask.to(torch::kFloat32).mean().item<double>();
+  ms.samples = b->size();
+  return ms;
+}
+
+TensorMap PretrainTask::model_state() {
+  TensorMap sd;
+  for (auto& p : student_->named_parameters(true)) sd.emplace_back(p.key(), p.value().detach().cpu());
+  return map_timm_to_eva02(sd);
+}
+
+void PretrainTask::load_model_state(const TensorMap& state) {
+  load_weights(*student_, state, WeightLoadOptions().strict(true));
+}
+
+}  // namespace evax

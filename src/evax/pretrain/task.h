@@ -1,0 +1,72 @@
+// The MIM pretraining task: an EVA-X student sees a masked crop, a frozen teacher (or the pixels)
+// sees the same crop unmasked, and the student's lm_head(norm(tokens)) regresses the targets at the
+// masked patches (negative cosine). Plugs into the shared trainer.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "evax/core/config.h"
+#include "evax/data/loader.h"
+#include "evax/data/manifest.h"
+#include "evax/data/transforms.h"
+#include "evax/models/vit.h"
+#include "evax/pretrain/masking.h"
+#include "evax/pretrain/objective.h"
+#include "evax/train/trainer.h"
+
+namespace evax {
+
+/// Everything a pretraining run needs besides the optimizer and the loop.
+struct PretrainOptions {
+  std::string model = "eva_x_tiny_patch16";  ///< registered student architecture
+  int64_t depth = 0;                         ///< blocks override for small experiments (0: the model's)
+  double drop_path = 0.0;                    ///< stochastic depth of the last block
+  bool stop_grad_conv1 = true;               ///< 0.1× gradient into the patch embedding (EVA-02)
+  std::string init_checkpoint;               ///< optional student initialisation
+  std::string target = "teacher";            ///< "teacher" or "pixels"
+  std::string teacher = "mgca_vit_base_patch16";  ///< registered teacher architecture
+  std::string teacher_checkpoint;            ///< teacher weights (required for target: teacher)
+  std::string manifest;                      ///< pretraining manifest (CSV)
+  std::string split = "train";               ///< rows used ("all" for every row)
+  TwoViewOptions views;                      ///< crops, flip, normalisations
+  MaskingOptions masking;                    ///< grid follows views.student_size / 16
+  LoaderOptions loader;                      ///< batch size per rank, workers, seed
+  std::string device = "auto";               ///< "auto" (CUDA when present), "cpu" or "cuda"
+  bool bf16 = true;                          ///< bf16 autocast on CUDA (never on CPU)
+};
+
+/// Reads model:, target:, data:, masking:, seed and device from a pretraining config.
+PretrainOptions pretrain_options_from_config(Config& cfg);
+
+class PretrainTask : public Task {
+ public:
+  /// `rank`/`world` shard the data (DistributedSampler semantics).
+  PretrainTask(const PretrainOptions& o, int rank, int world);
+
+  std::vector<NamedParam> trainable() override;
+  int64_t micro_batches_per_epoch() override;
+  void start_epoch(int64_t epoch, int64_t skip) override;
+  MicroStep forward_micro() override;
+  /// Student weights in EVA-02/asuka naming (mask_token, lm_head, norm, mlp.w12 …), which the
+  /// released-checkpoint loaders (eva_x.py, timm) accept.
+  TensorMap model_state() override;
+  void load_model_state(const TensorMap& state) override;
+
+  VisionTransformer& student() { return student_; }
+  const MimTarget& target() const { return *target_; }
+  int64_t dataset_size() const { return manifest_.size(); }
+
+ private:
+  Sample load_sample(int64_t index, Rng& rng) const;
+
+  PretrainOptions opts_;
+  torch::Device device_;
+  Manifest manifest_;
+  VisionTransformer student_{nullptr};
+  std::unique_ptr<MimTarget> target_;
+  std::unique_ptr<Loader> loader_;
+};
+
+}  // namespace evax

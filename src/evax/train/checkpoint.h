@@ -1,0 +1,41 @@
+// Training checkpoints: one directory per optimizer step, written atomically (a temporary
+// directory, every file fsynced, then renamed), the last K kept:
+//   <root>/step-00001234/model.safetensors    model weights (the task's naming)
+//                       trainer.safetensors  optimizer state, RNG states
+//                       meta.json            step, epoch, data position, resolved config,
+//                                            per-file sizes and FNV-1a checksums
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <optional>
+#include <string>
+
+#include "evax/io/tensor_map.h"
+
+namespace evax {
+
+/// What a checkpoint holds.
+struct CheckpointState {
+  TensorMap model;
+  TensorMap trainer;
+  nlohmann::json meta;
+  std::string dir;  ///< where it was read from
+};
+
+/// Writes `<root>/step-<step>` atomically and removes all but the newest `keep_last` (>= 1).
+/// Returns the directory.
+std::string checkpoint_save(const std::string& root, int64_t step, const TensorMap& model,
+                            const TensorMap& trainer, nlohmann::json meta, int keep_last);
+
+/// The newest checkpoint under `root` whose files are complete and match their checksums
+/// (damaged or half-written ones are skipped with a warning).
+std::optional<std::string> checkpoint_find_latest(const std::string& root);
+
+/// Reads a checkpoint directory (DataError when incomplete or corrupt).
+CheckpointState checkpoint_load(const std::string& dir);
+
+/// FNV-1a 64-bit hash of a file's bytes, as hex.
+std::string file_fnv1a64(const std::string& path);
+
+}  // namespace evax

@@ -1,0 +1,121 @@
+#include "evax/train/optim.h"
+
+#include <cmath>
+
+#include "evax/core/error.h"
+
+namespace evax {
+
+AdamWOptions adamw_options_from_config(const ConfigView& v, AdamWOptions o) {
+  o.lr(v.get<double>("lr", o.lr()));
+  v.check("lr", o.lr() > 0, "must be > 0");
+  o.min_lr(v.get<double>("min_lr", o.min_lr()));
+  v.check("min_lr", o.min_lr() >= 0 && o.min_lr() <= o.lr(), "must be in [0, lr]");
+  o.weight_decay(v.get<double>("weight_decay", o.weight_decay()));
+  v.check("weight_decay", o.weight_decay() >= 0, "must be >= 0");
+  o.weight_decay_end(v.get<double>("weight_decay_end", o.weight_decay_end()));
+  auto betas = v.get<std::vector<double>>("betas", {o.beta1(), o.beta2()});
+  v.check("betas", betas.size() == 2 && betas[0] >= 0 && betas[0] < 1 && betas[1] >= 0 && betas[1] < 1,
+          "must be [beta1, beta2] with each in [0, 1)");
+  o.beta1(betas[0]).beta2(betas[1]);
+  o.eps(v.get<double>("eps", o.eps()));
+  v.check("eps", o.eps() > 0, "must be > 0");
+  o.clip_grad(v.get<double>("clip_grad", o.clip_grad()));
+  v.check("clip_grad", o.clip_grad() >= 0, "must be >= 0 (0 = off)");
+  return o;
+}
+
+bool no_weight_decay(const std::string& name, const torch::Tensor& p) {
+  auto ends = [&](const std::string& s) {
+    return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+  };
+  return p.dim() <= 1 || ends(".bias") || name == "pos_embed" || name == "cls_token";
+}
+
+AdamW::AdamW(std::vector<NamedParam> params, AdamWOptions o) : params_(std::move(params)), opts_(o) {
+  for (const auto& np : params_) {
+    decay_.push_back(!no_weight_decay(np.name, np.param));
+    exp_avg_.push_back(torch::zeros_like(np.param, torch::MemoryFormat::Preserve));
+    exp_avg_sq_.push_back(torch::zeros_like(np.param, torch::MemoryFormat::Preserve));
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& np : params_)
+    if (np.param.grad().defined()) np.param.mutable_grad() = torch::Tensor();
+}
+
+double AdamW::clip_grad_norm(double max_norm) {
+  torch::NoGradGuard ng;
+  std::vector<torch::Tensor> norms;
+  for (const auto& np : params_)
+    if (np.param.grad().defined()) norms.push_back(np.param.grad().to(torch::kFloat32).norm(2));
+  if (norms.empty()) return 0.0;
+  const double total = torch::stack(norms).norm(2).item<double>();
+  if (max_norm > 0 && total > max_norm) {
+    const double coef = max_norm / (total + 1e-6);
+    for (auto& np : params_)
+      if (np.param.grad().defined()) np.param.grad().mul_(coef);
+  }
+  return total;
+}
+
+void AdamW::step(double lr, double wd) {
+  torch::NoGradGuard ng;
+  ++step_;
+  const double b1 = opts_.beta1(), b2 = opts_.beta2();
+  const double bc1 = 1.0 - std::pow(b1, static_cast<double>(step_));
+  const double bc2 = 1.0 - std::pow(b2, static_cast<double>(step_));
+  const double step_size = lr / bc1, bc2_sqrt = std::sqrt(bc2);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    auto& p = params_[i].param;
+    const auto& g = p.grad();
+    if (!g.defined()) continue;
+    // Decoupled weight decay, then the Adam update (torch.optim.AdamW's order and formulas).
+    if (decay_[i] && wd != 0.0) p.mul_(1.0 - lr * wd);
+    exp_avg_[i].lerp_(g, 1.0 - b1);
+    exp_avg_sq_[i].mul_(b2).addcmul_(g, g, 1.0 - b2);
+    auto denom = (exp_avg_sq_[i].sqrt() / bc2_sqrt).add_(opts_.eps());
+    p.addcdiv_(exp_avg_[i], denom, -step_size);
+  }
+}
+
+TensorMap AdamW::state() const {
+  TensorMap out;
+  out.emplace_back("step", torch::tensor(step_, torch::kInt64));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    out.emplace_back("exp_avg." + params_[i].name, exp_avg_[i]);
+    out.emplace_back("exp_avg_sq." + params_[i].name, exp_avg_sq_[i]);
+  }
+  return out;
+}
+
+void AdamW::load_state(const TensorMap& state) {
+  const at::Tensor* s = find(state, "step");
+  if (!s) raise<DataError>("optimizer state has no `step`");
+  torch::NoGradGuard ng;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    for (auto* pair : {&exp_avg_, &exp_avg_sq_}) {
+      const std::string key = (pair == &exp_avg_ ? "exp_avg." : "exp_avg_sq.") + params_[i].name;
+      const at::Tensor* t = find(state, key);
+      if (!t) raise<DataError>("optimizer state lacks `", key, "`");
+      if (t->sizes() != (*pair)[i].sizes())
+        raise<DataError>("optimizer state `", key, "` has shape ", t->sizes(), ", expected ",
+                         (*pair)[i].sizes());
+      (*pair)[i].copy_(*t);
+    }
+  }
+  step_ = s->item<int64_t>();
+}
+
+double cosine_schedule(double base, double final, int64_t step, int64_t total, int64_t warmup) {
+  // asuka's cosine_scheduler: np.linspace(0, base, warmup) (endpoint included), then
+  // final + (base − final)·(1 + cos(π·i / (total − warmup)))/2 for i = step − warmup.
+  if (warmup > 0 && step < warmup)
+    return warmup == 1 ? 0.0 : base * static_cast<double>(step) / static_cast<double>(warmup - 1);
+  const int64_t span = std::max<int64_t>(1, total - warmup);
+  const double t = std::min<double>(1.0, static_cast<double>(step - warmup) / span);
+  return final + 0.5 * (base - final) * (1.0 + std::cos(M_PI * t));
+}
+
+}  // namespace evax

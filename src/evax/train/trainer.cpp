@@ -1,0 +1,296 @@
+#include "evax/train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "evax/core/error.h"
+#include "evax/core/files.h"
+#include "evax/core/log.h"
+#include "evax/core/progress.h"
+#include "evax/dist/comm.h"
+#include "evax/dist/reducer.h"
+#include "evax/io/tensorboard.h"
+#include "evax/train/checkpoint.h"
+
+namespace fs = std::filesystem;
+
+namespace evax {
+
+TrainerOptions trainer_options_from_config(const ConfigView& v, TrainerOptions o) {
+  o.epochs(v.get<int64_t>("epochs", o.epochs()));
+  v.check("epochs", o.epochs() >= 1, "must be >= 1");
+  o.warmup_epochs(v.get<double>("warmup_epochs", o.warmup_epochs()));
+  v.check("warmup_epochs", o.warmup_epochs() >= 0 && o.warmup_epochs() <= o.epochs(),
+          "must be in [0, epochs]");
+  o.accum_steps(v.get<int64_t>("accum_steps", o.accum_steps()));
+  v.check("accum_steps", o.accum_steps() >= 1, "must be >= 1");
+  o.log_every(v.get<int64_t>("log_every", o.log_every()));
+  v.check("log_every", o.log_every() >= 1, "must be >= 1");
+  o.checkpoint_every(v.get<int64_t>("checkpoint_every", o.checkpoint_every()));
+  v.check("checkpoint_every", o.checkpoint_every() >= 0, "must be >= 0 (0 = epoch ends only)");
+  o.keep_last(v.get<int>("keep_last", o.keep_last()));
+  v.check("keep_last", o.keep_last() >= 1, "must be >= 1");
+  o.max_nan_rollbacks(v.get<int>("max_nan_rollbacks", o.max_nan_rollbacks()));
+  v.check("max_nan_rollbacks", o.max_nan_rollbacks() >= 0, "must be >= 0");
+  o.inject_nan_step(v.get<int64_t>("inject_nan_step", o.inject_nan_step()));
+  return o;
+}
+
+namespace {
+
+// Where the data stream and the schedule stand; saved in every checkpoint.
+struct Position {
+  int64_t step = 0;   // optimizer steps done
+  int64_t epoch = 0;  // current epoch
+  int64_t micro = 0;  // micro-batches of `epoch` already consumed
+  int nan_rollbacks = 0;
+};
+
+TensorMap rng_state() {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return {{"rng.torch_cpu", gen.get_state()}};
+}
+
+void set_rng_state(const TensorMap& t) {
+  const at::Tensor* s = find(t, "rng.torch_cpu");
+  if (!s) raise<DataError>("checkpoint trainer state lacks rng.torch_cpu");
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(*s);
+}
+
+// Appends rows to metrics.csv; the header is fixed by the first row's keys.
+class MetricsCsv {
+ public:
+  explicit MetricsCsv(const std::string& path) : path_(path) {}
+  void write(int64_t step, const std::map<std::string, double>& row) {
+    if (header_.empty()) {
+      for (const auto& kv : row) header_.push_back(kv.first);
+      const bool fresh = !fs::exists(path_) || fs::file_size(path_) == 0;
+      out_.open(path_, std::ios::app);
+      if (fresh) {
+        out_ << "step";
+        for (const auto& h : header_) out_ << "," << h;
+        out_ << "\n";
+      }
+    }
+    out_ << step;
+    for (const auto& h : header_) {
+      auto it = row.find(h);
+      out_ << ",";
+      if (it != row.end()) out_ << it->second;
+    }
+    out_ << "\n";
+    out_.flush();
+  }
+
+ private:
+  std::string path_;
+  std::vector<std::string> header_;
+  std::ofstream out_;
+};
+
+}  // namespace
+
+FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOptions& o,
+                      const RunContext& ctx) {
+  const int rank = ctx.comm ? ctx.comm->rank() : 0;
+  const int world = ctx.comm ? ctx.comm->world_size() : 1;
+  const bool main_rank = rank == 0;
+  const std::string ckpt_root = ctx.run_dir + "/checkpoints";
+
+  const int64_t micro_per_epoch = task.micro_batches_per_epoch();
+  const int64_t steps_per_epoch = micro_per_epoch / o.accum_steps();
+  if (steps_per_epoch < 1)
+    raise<ConfigError>("an epoch has ", micro_per_epoch, " micro-batches, fewer than accum_steps = ",
+                       o.accum_steps(), ": use a smaller batch or more data");
+  const int64_t total_steps = o.epochs() * steps_per_epoch;
+  const int64_t warmup = static_cast<int64_t>(std::llround(o.warmup_epochs() * steps_per_epoch));
+  const double wd_end = opt_opts.weight_decay_end() >= 0 ? opt_opts.weight_decay_end()
+                                                         : opt_opts.weight_decay();
+
+  AdamW opt(task.trainable(), opt_opts);
+  std::vector<torch::Tensor> params;
+  for (const auto& np : opt.params()) params.push_back(np.param);
+  std::unique_ptr<GradReducer> reducer;
+  if (world > 1) {
+    broadcast_parameters(*ctx.comm, params, {});
+    reducer = std::make_unique<GradReducer>(*ctx.comm, params);
+  }
+
+  Position pos;
+  auto save = [&](const char* why) {
+    std::string dir;
+    if (main_rank) {
+      TensorMap trainer = opt.state();
+      for (auto& kv : rng_state()) trainer.push_back(kv);
+      nlohmann::json meta = {{"epoch", pos.epoch},         {"micro", pos.micro},
+                             {"nan_rollbacks", pos.nan_rollbacks},
+                             {"total_steps", total_steps}, {"config", ctx.config_yaml},
+                             {"why", why}};
+      dir = checkpoint_save(ckpt_root, pos.step, task.model_state(), trainer, meta, o.keep_last());
+      log_info("checkpoint ", dir, " (", why, ")");
+    }
+    if (ctx.comm) ctx.comm->barrier();
+    return dir;
+  };
+  auto restore = [&](const std::string& dir) {
+    CheckpointState s = checkpoint_load(dir);
+    task.load_model_state(s.model);
+    opt.load_state(s.trainer);
+    set_rng_state(s.trainer);
+    pos.step = s.meta.at("step").get<int64_t>();
+    pos.epoch = s.meta.at("epoch").get<int64_t>();
+    pos.micro = s.meta.at("micro").get<int64_t>();
+    pos.nan_rollbacks = s.meta.value("nan_rollbacks", 0);
+  };
+
+  // Resume or start fresh.
+  std::string resume_dir;
+  if (o.resume() == "auto") {
+    if (auto latest = checkpoint_find_latest(ckpt_root)) resume_dir = *latest;
+  } else if (!o.resume().empty()) {
+    resume_dir = o.resume();
+  } else if (checkpoint_find_latest(ckpt_root)) {
+    raise<ConfigError>("run directory '", ctx.run_dir, "' already has checkpoints: pass --resume auto ",
+                       "to continue it, or choose another --run-dir");
+  }
+  FitResult result;
+  std::string last_ckpt;
+  if (!resume_dir.empty()) {
+    restore(resume_dir);
+    last_ckpt = resume_dir;
+    log_info("resumed from ", resume_dir, " at step ", pos.step, " (epoch ", pos.epoch, ", batch ",
+             pos.micro, ")");
+  } else {
+    last_ckpt = save("start");  // the rollback target before the first regular checkpoint
+  }
+  if (ctx.comm) {
+    // Every rank rolls back to the same directory; rank 0 knows its name.
+    last_ckpt = ckpt_root + "/" + fs::path(last_ckpt.empty() ? "x" : last_ckpt).filename().string();
+  }
+
+  std::unique_ptr<TensorBoardWriter> tb;
+  std::unique_ptr<MetricsCsv> csv;
+  if (main_rank) {
+    tb = std::make_unique<TensorBoardWriter>(ctx.run_dir + "/tensorboard");
+    csv = std::make_unique<MetricsCsv>(ctx.run_dir + "/metrics.csv");
+  }
+  const int64_t stop_step =
+      o.max_steps() >= 0 ? std::min(o.max_steps(), total_steps) : total_steps;
+  ProgressOptions po;
+  po.unit = "step";
+  po.silent = !main_rank;
+  Progress bar("train", stop_step, po);
+  bar.set(pos.step);
+
+  std::map<std::string, double> window;
+  int64_t window_n = 0, window_samples = 0;
+  auto window_start = std::chrono::steady_clock::now();
+  bool first_window = true;
+  bool injected = false;
+
+  // A position with less than one step left in its epoch is the start of the next epoch.
+  auto epoch_done = [&] { return pos.micro + o.accum_steps() > micro_per_epoch; };
+  while (pos.step < stop_step) {
+    if (epoch_done()) ++pos.epoch, pos.micro = 0;
+    task.start_epoch(pos.epoch, pos.micro);
+    while (pos.step < stop_step && !epoch_done()) {
+      const double lr = cosine_schedule(opt_opts.lr(), opt_opts.min_lr(), pos.step, total_steps, warmup);
+      const double wd = cosine_schedule(opt_opts.weight_decay(), wd_end, pos.step, total_steps, 0);
+      opt.zero_grad();
+      double loss_sum = 0;
+      int64_t samples = 0;
+      std::map<std::string, double> extra;
+      for (int64_t a = 0; a < o.accum_steps(); ++a) {
+        MicroStep ms = task.forward_micro();
+        torch::Tensor loss = ms.loss;
+        if (!injected && pos.step == o.inject_nan_step()) {
+          loss = loss * std::numeric_limits<float>::quiet_NaN();
+          injected = true;
+        }
+        (loss / static_cast<double>(o.accum_steps())).backward();
+        loss_sum += loss.item<double>();
+        samples += ms.samples;
+        for (const auto& kv : ms.logs) extra[kv.first] += kv.second / o.accum_steps();
+      }
+      pos.micro += o.accum_steps();
+      double mean_loss = loss_sum / o.accum_steps();
+      double bad = std::isfinite(mean_loss) ? 0.0 : 1.0;
+      if (ctx.comm) bad = ctx.comm->all_reduce_max(bad);
+      if (bad > 0) {
+        ++pos.nan_rollbacks;
+        const Position skip_to = pos;  // the data position after the offending batch
+        log_warn("non-finite loss at step ", pos.step, " (rollback ", pos.nan_rollbacks, " of ",
+                 o.max_nan_rollbacks(), "): restoring ", last_ckpt, " and skipping the batch");
+        if (pos.nan_rollbacks > o.max_nan_rollbacks())
+          raise<DataError>("loss was NaN/Inf ", pos.nan_rollbacks, " times (max_nan_rollbacks = ",
+                           o.max_nan_rollbacks(), "); last at step ", pos.step);
+        opt.zero_grad();
+        restore(last_ckpt);
+        // Continue from the restored weights but past the bad batch.
+        pos.epoch = skip_to.epoch;
+        pos.micro = skip_to.micro;
+        pos.nan_rollbacks = skip_to.nan_rollbacks;
+        task.start_epoch(pos.epoch, pos.micro);
+        continue;
+      }
+      if (reducer) reducer->reduce();
+      const double gnorm = opt.clip_grad_norm(opt_opts.clip_grad());
+      opt.step(lr, wd);
+      ++pos.step;
+      bar.set(pos.step);
+
+      if (ctx.comm) mean_loss = ctx.comm->all_reduce_sum(mean_loss) / world;
+      window["loss"] += mean_loss;
+      window["grad_norm"] += gnorm;
+      for (const auto& kv : extra) window[kv.first] += kv.second;
+      ++window_n;
+      window_samples += samples;
+      if (pos.step % o.log_every() == 0 || pos.step == stop_step) {
+        const double secs =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
+        std::map<std::string, double> row;
+        for (const auto& kv : window) row[kv.first] = kv.second / window_n;
+        row["lr"] = lr;
+        row["wd"] = wd;
+        row["images_per_s"] = secs > 0 ? window_samples * world / secs : 0.0;
+        row["epoch"] = static_cast<double>(pos.epoch);
+        if (first_window) result.first_loss = row["loss"], first_window = false;
+        result.last_loss = row["loss"];
+        if (main_rank) {
+          csv->write(pos.step, row);
+          for (const auto& kv : row) tb->scalar("train/" + kv.first, kv.second, pos.step);
+          tb->flush();
+          std::string line;
+          for (const char* k : {"loss", "lr", "grad_norm", "images_per_s"})
+            line += std::string(" ") + k + " " + str_cat(row[k]);
+          for (const auto& kv : extra) line += " " + kv.first + " " + str_cat(row[kv.first]);
+          log_info("step ", pos.step, "/", stop_step, " epoch ", pos.epoch, line);
+        }
+        window.clear();
+        window_n = window_samples = 0;
+        window_start = std::chrono::steady_clock::now();
+      }
+      if (o.checkpoint_every() > 0 && pos.step % o.checkpoint_every() == 0 && pos.step < stop_step)
+        last_ckpt = save("interval");
+    }
+    if (epoch_done()) {
+      ++pos.epoch, pos.micro = 0;
+      if (pos.step < stop_step) last_ckpt = save("epoch end");
+    }
+  }
+  bar.finish();
+  last_ckpt = save(pos.step == total_steps ? "end" : "max_steps");
+  result.steps = pos.step;
+  result.nan_rollbacks = pos.nan_rollbacks;
+  result.last_checkpoint = last_ckpt;
+  return result;
+}
+
+}  // namespace evax

@@ -1,0 +1,94 @@
+// The training loop shared by pretraining, finetuning and segmentation. It owns the optimizer,
+// schedules, gradient reduction across ranks, clipping, checkpoints, NaN rollback and logging; it
+// never branches on what the task is.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "evax/core/config.h"
+#include "evax/train/optim.h"
+
+namespace evax {
+
+class Comm;
+
+/// One forward pass on one micro-batch.
+struct MicroStep {
+  torch::Tensor loss;                   ///< scalar, fp32
+  std::map<std::string, double> logs;  ///< extra scalars averaged over the step (e.g. mask_ratio)
+  int64_t samples = 0;                  ///< images in the micro-batch
+};
+
+/// What the trainer trains. Implemented by the pretrain / classify / segment pipelines.
+class Task {
+ public:
+  virtual ~Task() = default;
+  /// Parameters the optimizer updates (frozen teachers excluded), with timm-style names.
+  virtual std::vector<NamedParam> trainable() = 0;
+  /// Micro-batches this rank sees per epoch (equal on all ranks).
+  virtual int64_t micro_batches_per_epoch() = 0;
+  /// Positions the data stream at `skip` micro-batches into `epoch` (exact resume).
+  virtual void start_epoch(int64_t epoch, int64_t skip) = 0;
+  /// Forward on the next micro-batch (train mode). The trainer calls backward.
+  virtual MicroStep forward_micro() = 0;
+  /// Weights for model.safetensors, in the naming the task publishes.
+  virtual TensorMap model_state() = 0;
+  /// Restores model_state() output exactly.
+  virtual void load_model_state(const TensorMap& state) = 0;
+};
+
+/// Loop settings (`train:` in configs).
+struct TrainerOptions {
+  /// Epochs of the cosine schedule.
+  TORCH_ARG(int64_t, epochs) = 1;
+  /// Linear warmup length in epochs (converted to optimizer steps).
+  TORCH_ARG(double, warmup_epochs) = 0.0;
+  /// Stop after this many optimizer steps (checkpointing there); -1: run all epochs.
+  TORCH_ARG(int64_t, max_steps) = -1;
+  /// Micro-batches per optimizer step (gradient accumulation).
+  TORCH_ARG(int64_t, accum_steps) = 1;
+  /// Console/CSV/TensorBoard logging interval in optimizer steps.
+  TORCH_ARG(int64_t, log_every) = 10;
+  /// Checkpoint every N optimizer steps (0: only at epoch ends and at the end).
+  TORCH_ARG(int64_t, checkpoint_every) = 0;
+  /// Checkpoints kept on disk.
+  TORCH_ARG(int, keep_last) = 3;
+  /// NaN/Inf losses tolerated (each rolls back to the last checkpoint and skips the batch).
+  TORCH_ARG(int, max_nan_rollbacks) = 3;
+  /// Resume: "" (fresh run; refuses a run directory that already has checkpoints), "auto" (newest
+  /// valid checkpoint of the run directory, else fresh), or a checkpoint directory.
+  TORCH_ARG(std::string, resume) = "";
+  /// Testing hook: replace the loss of this optimizer step (0-based) by NaN, once.
+  TORCH_ARG(int64_t, inject_nan_step) = -1;
+};
+
+/// Reads `train:` (epochs, warmup_epochs, accum_steps, log_every, checkpoint_every, keep_last,
+/// max_nan_rollbacks, inject_nan_step).
+TrainerOptions trainer_options_from_config(const ConfigView& v, TrainerOptions defaults = {});
+
+/// Where a run writes (rank 0 only) and what it records.
+struct RunContext {
+  std::string run_dir;
+  std::string config_yaml;  ///< resolved config, stored in every checkpoint
+  Comm* comm = nullptr;     ///< null: single process
+};
+
+/// Summary of a fit() call.
+struct FitResult {
+  int64_t steps = 0;            ///< optimizer steps done in total (incl. before a resume)
+  double first_loss = 0;        ///< mean loss of the first logged window of this call
+  double last_loss = 0;         ///< mean loss of the last logged window
+  int nan_rollbacks = 0;
+  std::string last_checkpoint;  ///< directory
+};
+
+/// Runs the loop to the end of the schedule (or max_steps).
+FitResult trainer_fit(Task& task, const AdamWOptions& opt, const TrainerOptions& o,
+                      const RunContext& ctx);
+
+}  // namespace evax
