@@ -28,6 +28,8 @@ const Command kCommands[] = {
     {"inspect", "show what a checkpoint holds (keys, tensors, naming, model)",
      evax::app::cmd_inspect},
     {"launch", "start N local ranks of a command (distributed training)", evax::app::cmd_launch},
+    {"manifest", "build a manifest CSV from a dataset's official files, or merge manifests",
+     evax::app::cmd_manifest},
     {"pretrain", "EVA-X masked image modeling pretraining (MIM) with a frozen teacher",
      evax::app::cmd_pretrain},
     {"synth", "generate synthetic chest X-rays (DICOM, PNG, masks, manifests)",

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "evax/core/files.h"
 #include "evax/io/safetensors.h"
@@ -99,4 +100,30 @@ TEST_CASE("embed: pixel_values in, timm tokens and pooled out") {
   CHECK(sh(bin() + " embed --model eva_x_tiny_patch16 --checkpoint '" +
            fixture("eva_x_small_patch16.eva02_ft.pth") + "' --input '" + ref + "' --out '" +
            (tmp / "g.safetensors") + "' 2>/dev/null") == 3);
+}
+
+TEST_CASE("embed: a folder of PNG and DICOM files gets the evaluation transform") {
+  evax::test::TempDir tmp("embed_img");
+  REQUIRE(sh(bin() + " synth --out '" + (tmp / "s") + "' --n 3 --size 256 --seed 1 --threads 1 "
+             "2>/dev/null") == 0);
+  REQUIRE(sh(bin() + " embed --model eva_x_tiny_patch16 --checkpoint '" +
+             fixture("eva_x_tiny_patch16_224.timm.safetensors") + "' --input '" + (tmp / "s/png") +
+             "' --out '" + (tmp / "png.safetensors") + "' 2>/dev/null") == 0);
+  REQUIRE(sh(bin() + " embed --model eva_x_tiny_patch16 --checkpoint '" +
+             fixture("eva_x_tiny_patch16_224.timm.safetensors") + "' --input '" + (tmp / "s/dicom") +
+             "' --out '" + (tmp / "dcm.safetensors") + "' 2>/dev/null") == 0);
+  std::map<std::string, std::string> meta;
+  auto png = evax::safetensors_load(tmp / "png.safetensors", &meta);
+  auto dcm = evax::safetensors_load(tmp / "dcm.safetensors");
+  CHECK(evax::find(png, "tokens")->sizes() == at::IntArrayRef({3, 197, 192}));
+  CHECK(evax::find(png, "pooled")->sizes() == at::IntArrayRef({3, 192}));
+  CHECK_THAT(meta["inputs"], Contains("synth_000000.png") && Contains("synth_000002.png"));
+  // The 16-bit DICOM and its 8-bit PNG export give nearly the same features.
+  const auto& a = *evax::find(png, "pooled");
+  const auto& b = *evax::find(dcm, "pooled");
+  const double rel = ((a - b).norm() / a.norm()).item<double>();
+  INFO("relative pooled difference DICOM vs PNG: " << rel);
+  CHECK(rel < 0.05);
+  CHECK(sh(bin() + " embed --model eva_x_tiny_patch16 --input '" + (tmp / "nothing") + "' --out '" +
+           (tmp / "x.safetensors") + "' 2>/dev/null") == 3);
 }
