@@ -1,8 +1,7 @@
 // One MIM pretraining step of an EVA-X student with a frozen ViT-B teacher: images/s and peak
 // memory. Prints one JSON line; bench/pretrain_step.py runs it next to the same step in timm.
-#include <sys/resource.h>
-
 #include <chrono>
+#include <fstream>
 #include <iostream>
 
 #include "evax/core/cli.h"
@@ -54,10 +53,15 @@ int main(int argc, char** argv) {
     auto t0 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < iters; ++i) step();
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    rusage ru{};
-    getrusage(RUSAGE_SELF, &ru);
+    // VmHWM, not getrusage: ru_maxrss survives fork+exec, so a child of a big Python process
+    // would report the parent's peak.
+    std::ifstream status("/proc/self/status");
+    std::string line;
+    double hwm_mb = 0;
+    while (std::getline(status, line))
+      if (line.rfind("VmHWM:", 0) == 0) hwm_mb = std::stod(line.substr(6)) / 1024.0;
     std::cout << "{\"impl\": \"evax\", \"images_per_s\": " << batch * iters / s
-              << ", \"peak_rss_mb\": " << ru.ru_maxrss / 1024.0 << "}" << std::endl;
+              << ", \"peak_rss_mb\": " << hwm_mb << "}" << std::endl;
   } catch (const evax::Error& e) {
     std::cerr << "bench-pretrain: " << e.what() << "\n";
     return static_cast<int>(e.exit_code());

@@ -8,7 +8,6 @@ usage: bench/pretrain_step.py [--evax build/bench/evax_bench_pretrain] [--batch 
 """
 import argparse
 import json
-import resource
 import subprocess
 import time
 
@@ -68,7 +67,8 @@ def main():
     for _ in range(args.iters):
         step()
     timm_rate = b * args.iters / (time.perf_counter() - t0)
-    timm_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    with open("/proc/self/status") as f:  # VmHWM: this process's peak resident memory
+        timm_rss = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024.0
 
     out = subprocess.run([args.evax, "--batch", str(b), "--threads", str(args.threads),
                           "--iters", str(args.iters), "--warmup", str(args.warmup)],
