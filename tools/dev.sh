@@ -56,6 +56,8 @@ ensure_build() {
   torch_cmake=$("$PY" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')
   if [[ ! -f "$BUILD/build.ninja" ]] || ! grep -q "EVAX_PYTHON:FILEPATH=$PY\$" "$BUILD/CMakeCache.txt"; then
     say "configuring $BUILD"
+    # A different venv means a different torch: drop cached paths (TORCH_LIBRARY …) from the old one.
+    rm -f "$BUILD/CMakeCache.txt"
     cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_PREFIX_PATH="$torch_cmake" -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
       -DEVAX_PYTHON="$PY" -Wno-dev >/dev/null

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -79,4 +80,25 @@ TEST_CASE("TensorBoard scalars round-trip through the event file") {
   bytes[bytes.size() - 6] ^= 0x40;
   write_file_atomic(tmp / "bad", bytes);
   CHECK_THROWS_AS(tensorboard_read_scalars(tmp / "bad"), DataError);
+}
+
+TEST_CASE("TensorBoard itself opens the event files") {
+  const std::string py = EVAX_PYTHON;
+  if (py.empty()) FAIL("EVAX_PYTHON not configured");
+  test::TempDir tmp("tb_py");
+  std::string path;
+  {
+    TensorBoardWriter w(tmp / "tb");
+    for (int s = 1; s <= 3; ++s) w.scalar("train/loss", 1.0 / s, s);
+    path = w.path();
+  }
+  std::ofstream(tmp / "read.py")
+      << "import sys\n"
+         "from tensorboard.backend.event_processing.event_accumulator import EventAccumulator\n"
+         "ea = EventAccumulator(sys.argv[1]); ea.Reload()\n"
+         "ev = ea.Scalars('train/loss')\n"
+         "ok = [e.step for e in ev] == [1, 2, 3] and abs(ev[2].value - 1/3) < 1e-6\n"
+         "sys.exit(0 if ok else 1)\n";
+  const std::string cmd = py + " '" + (tmp / "read.py") + "' '" + path + "'";
+  CHECK(std::system(cmd.c_str()) == 0);
 }
