@@ -40,8 +40,11 @@ Range range_from(const ConfigView& cfg, const std::string& key, Range fallback) 
 
 torch::Tensor unit_to_tensor(const cv::Mat& unit) {
   EVAX_ASSERT(unit.type() == CV_32FC1 && !unit.empty(), "unit_to_tensor wants a CV_32F image");
-  const cv::Mat img = unit.isContinuous() ? unit : unit.clone();
-  return torch::from_blob(img.data, {1, img.rows, img.cols}, torch::kFloat32).clone();
+  // Zero-copy: the tensor holds a reference to the Mat's (refcounted) buffer, which saves a
+  // full-image copy per sample (~1 ms at 1024²).
+  auto* keep = new cv::Mat(unit.isContinuous() ? unit : unit.clone());
+  return torch::from_blob(keep->data, {1, keep->rows, keep->cols},
+                          [keep](void*) { delete keep; }, torch::kFloat32);
 }
 
 CropBox random_resized_crop_box(Rng& rng, int64_t height, int64_t width, Range scale,

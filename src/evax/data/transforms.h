@@ -51,7 +51,8 @@ enum class Interp {
   kBicubic,   ///< PIL Image.resize(BICUBIC): antialiased, see resize_bicubic_pil
 };
 
-/// A CV_32F grey image in [0, 1] → (1, H, W) float tensor (a copy).
+/// A CV_32F grey image in [0, 1] → (1, H, W) float tensor sharing the Mat's buffer (no copy;
+/// the tensor keeps the buffer alive, writes to either show in both).
 torch::Tensor unit_to_tensor(const cv::Mat& unit);
 
 /// torchvision RandomResizedCrop.get_params: up to 10 tries of area ~ U(scale) · H·W and
