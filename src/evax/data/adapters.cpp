@@ -1230,6 +1230,31 @@ ManifestSummary build_mimic_manifest(const AdapterOptions& o) {
   return w.write(skipped, 0);
 }
 
+// The (item, split) pairs of a mask dataset: those of the EVA-X split lists when given (the rest
+// counted as skipped), else every item (positives only on request) as train.
+template <class Item>
+std::vector<std::pair<size_t, std::string>> choose_items(
+    const MaskAdapterOptions& o, const char* dataset, const char* noun,
+    const std::unordered_map<std::string, size_t>& item_of, const std::vector<Item>& items,
+    const std::string& csv, int64_t* skipped) {
+  std::vector<std::pair<size_t, std::string>> chosen;
+  if (!o.split_lists.empty()) {
+    for (const ListedId& l : read_seg_lists(o.split_lists, dataset)) {
+      const auto it = item_of.find(l.id);
+      if (it == item_of.end())
+        raise<DataError>(l.where, "listed ", noun, " '", l.id, "' is not in ", csv);
+      chosen.emplace_back(it->second, l.split);
+    }
+    *skipped = static_cast<int64_t>(items.size() - chosen.size());
+  } else {
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (o.positives_only && !items[i].positive) ++*skipped;
+      else chosen.emplace_back(i, "train");
+    }
+  }
+  return chosen;
+}
+
 ManifestSummary build_siim_manifest(const MaskAdapterOptions& o) {
   const fs::path root = require_root(o.root, "siim");
   if (o.mask_size < 1 || o.mask_size > 16384)
@@ -1256,22 +1281,8 @@ ManifestSummary build_siim_manifest(const MaskAdapterOptions& o) {
     item.positive = true;
   }
 
-  std::vector<std::pair<size_t, std::string>> chosen;  // item, split
   int64_t skipped = 0;
-  if (!o.split_lists.empty()) {
-    for (const ListedId& l : read_seg_lists(o.split_lists, "siim")) {
-      const auto it = item_of.find(l.id);
-      if (it == item_of.end())
-        raise<DataError>(l.where, "listed image '", l.id, "' is not in ", csv);
-      chosen.emplace_back(it->second, l.split);
-    }
-    skipped = static_cast<int64_t>(items.size() - chosen.size());
-  } else {
-    for (size_t i = 0; i < items.size(); ++i) {
-      if (o.positives_only && !items[i].positive) ++skipped;
-      else chosen.emplace_back(i, "train");
-    }
-  }
+  const auto chosen = choose_items(o, "siim", "image", item_of, items, csv, &skipped);
 
   ManifestWriter w(o.out, {"Pneumothorax"}, false, true, false);
   std::vector<size_t> written;
@@ -1351,22 +1362,8 @@ ManifestSummary build_rsna_manifest(const MaskAdapterOptions& o) {
     item.boxes.push_back({"Pneumonia", v[0], v[1], v[2], v[3]});
   }
 
-  std::vector<std::pair<size_t, std::string>> chosen;
   int64_t skipped = 0;
-  if (!o.split_lists.empty()) {
-    for (const ListedId& l : read_seg_lists(o.split_lists, "rsna")) {
-      const auto it = item_of.find(l.id);
-      if (it == item_of.end())
-        raise<DataError>(l.where, "listed patient '", l.id, "' is not in ", csv);
-      chosen.emplace_back(it->second, l.split);
-    }
-    skipped = static_cast<int64_t>(items.size() - chosen.size());
-  } else {
-    for (size_t i = 0; i < items.size(); ++i) {
-      if (o.positives_only && !items[i].positive) ++skipped;
-      else chosen.emplace_back(i, "train");
-    }
-  }
+  const auto chosen = choose_items(o, "rsna", "patient", item_of, items, csv, &skipped);
 
   ManifestWriter w(o.out, {"Pneumonia"}, false, true, true);
   std::vector<size_t> written;
