@@ -1255,6 +1255,33 @@ std::vector<std::pair<size_t, std::string>> choose_items(
   return chosen;
 }
 
+// Adds the manifest rows of the chosen items (label 1 when positive, one mask path each) and
+// returns their indices; images that cannot be found are skipped on request, else a DataError.
+template <class Item, class BoxesFn>
+std::vector<size_t> add_mask_rows(const MaskAdapterOptions& o, const std::vector<Item>& items,
+                                  const std::vector<std::pair<size_t, std::string>>& chosen,
+                                  const FileIndex& images, const fs::path& root,
+                                  const std::string& csv, const fs::path& out_masks,
+                                  ManifestWriter* w, BoxesFn boxes_of, int64_t* skipped) {
+  std::vector<size_t> written;
+  for (const auto& [i, split] : chosen) {
+    const Item& item = items[i];
+    const std::string* path = images.find(item.id);
+    if (!path) {
+      if (o.skip_missing_images) {
+        ++*skipped;
+        continue;
+      }
+      raise<DataError>(at(csv, item.line), "no image named '", item.id, "' (.dcm, .png or .jpg) "
+                       "under '", root.string(), "' (skip such rows with --skip-missing)");
+    }
+    written.push_back(i);
+    w->add({*path, split, item.id, "", {item.positive ? 1.0f : 0.0f},
+            (out_masks / (item.id + ".png")).string(), boxes_of(item)});
+  }
+  return written;
+}
+
 ManifestSummary build_siim_manifest(const MaskAdapterOptions& o) {
   const fs::path root = require_root(o.root, "siim");
   if (o.mask_size < 1 || o.mask_size > 16384)
@@ -1285,22 +1312,9 @@ ManifestSummary build_siim_manifest(const MaskAdapterOptions& o) {
   const auto chosen = choose_items(o, "siim", "image", item_of, items, csv, &skipped);
 
   ManifestWriter w(o.out, {"Pneumothorax"}, false, true, false);
-  std::vector<size_t> written;
-  for (const auto& [i, split] : chosen) {
-    const RleItem& item = items[i];
-    const std::string* path = images.find(item.id);
-    if (!path) {
-      if (o.skip_missing_images) {
-        ++skipped;
-        continue;
-      }
-      raise<DataError>(at(csv, item.line), "no image named '", item.id, "' (.dcm, .png or .jpg) "
-                       "under '", root.string(), "' (skip such rows with --skip-missing)");
-    }
-    written.push_back(i);
-    w.add({*path, split, item.id, "", {item.positive ? 1.0f : 0.0f},
-           (out_masks / (item.id + ".png")).string(), ""});
-  }
+  const std::vector<size_t> written = add_mask_rows(
+      o, items, chosen, images, root, csv, out_masks, &w, [](const RleItem&) { return std::string(); },
+      &skipped);
   make_dirs(out_masks);
   parallel_for_n(static_cast<int64_t>(written.size()), [&](int64_t k) {
     const RleItem& item = items[written[static_cast<size_t>(k)]];
@@ -1366,22 +1380,9 @@ ManifestSummary build_rsna_manifest(const MaskAdapterOptions& o) {
   const auto chosen = choose_items(o, "rsna", "patient", item_of, items, csv, &skipped);
 
   ManifestWriter w(o.out, {"Pneumonia"}, false, true, true);
-  std::vector<size_t> written;
-  for (const auto& [i, split] : chosen) {
-    const BoxItem& item = items[i];
-    const std::string* path = images.find(item.id);
-    if (!path) {
-      if (o.skip_missing_images) {
-        ++skipped;
-        continue;
-      }
-      raise<DataError>(at(csv, item.line), "no image named '", item.id, "' (.dcm, .png or .jpg) "
-                       "under '", root.string(), "' (skip such rows with --skip-missing)");
-    }
-    written.push_back(i);
-    w.add({*path, split, item.id, "", {item.positive ? 1.0f : 0.0f},
-           (out_masks / (item.id + ".png")).string(), boxes_text(item.boxes)});
-  }
+  const std::vector<size_t> written = add_mask_rows(
+      o, items, chosen, images, root, csv, out_masks, &w,
+      [](const BoxItem& item) { return boxes_text(item.boxes); }, &skipped);
   make_dirs(out_masks);
   const int side = static_cast<int>(o.mask_size);
   parallel_for_n(static_cast<int64_t>(written.size()), [&](int64_t k) {
