@@ -16,8 +16,9 @@ PretrainPlan pretrain_plan(Config& cfg) {
   p.optimizer = adamw_options_from_config(cfg.view("optimizer"));
   p.trainer = trainer_options_from_config(cfg.view("train"));
   p.comm.backend = cfg.get<std::string>("dist.backend", p.comm.backend);
-  cfg.check("dist.backend", p.comm.backend == "auto" || p.comm.backend == "store" ||
-                                p.comm.backend == "nccl", "must be auto, store or nccl");
+  const std::string& b = p.comm.backend;
+  cfg.check("dist.backend", b == "auto" || b == "gloo" || b == "store" || b == "nccl",
+            "must be auto, gloo, store or nccl");
   p.comm.timeout_s = cfg.get<double>("dist.timeout_s", p.comm.timeout_s);
   cfg.check("dist.timeout_s", p.comm.timeout_s > 0, "must be > 0");
   p.threads = cfg.get<int>("threads", 0);
@@ -45,7 +46,7 @@ int cmd_pretrain(const Args& args) {
   ArgParser p("pretrain",
               "EVA-X masked image modeling: the student regresses a frozen teacher's patch tokens\n"
               "(or normalised pixels) at masked patches. Run under `evax launch --nproc N --`,\n"
-              "torchrun --no-python or srun for data parallelism (CPU ranks: store backend;\n"
+              "torchrun --no-python or srun for data parallelism (CPU ranks: gloo;\n"
               "GPUs: NCCL).");
   add_run_args(p, ra);
   p.option("--max-steps", &max_steps, "N", "stop after N optimizer steps (checkpointing there)");

@@ -189,12 +189,19 @@ TEST_CASE("two CPU ranks give the same parameters as one rank with the same glob
   const std::string one = write_config(tmp, "train: {epochs: 1}\n");
   REQUIRE(sh(bin() + " pretrain --config '" + one + "' --run-dir '" + (tmp / "one") +
              "' --max-steps 5 --set data.loader.batch_size=8 2>/dev/null") == 0);
-  REQUIRE(sh(bin() + " launch --nproc 2 -- pretrain --config '" + one + "' --run-dir '" +
-             (tmp / "two") + "' --max-steps 5 --set data.loader.batch_size=4 2>'" + (tmp / "err") +
-             "'") == 0);
-  const double d = max_abs_diff(final_weights(tmp / "one"), final_weights(tmp / "two"));
-  INFO("max abs parameter difference after 5 steps: " << d);
-  CHECK(d <= 1e-5);
+  for (const std::string backend : {"gloo", "store"}) {
+    INFO("backend " << backend);
+    const std::string run = tmp / backend;
+    REQUIRE(sh(bin() + " launch --nproc 2 -- pretrain --config '" + one + "' --run-dir '" + run +
+               "' --max-steps 5 --set data.loader.batch_size=4 --set dist.backend=" + backend +
+               " 2>'" + (tmp / "err") + "'") == 0);
+    std::ifstream log(run + "/log.txt");
+    const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+    CHECK_THAT(text, Catch::Matchers::Contains("backend " + backend));
+    const double d = max_abs_diff(final_weights(tmp / "one"), final_weights(run));
+    INFO("max abs parameter difference after 5 steps: " << d);
+    CHECK(d <= 1e-5);
+  }
 }
 
 TEST_CASE("gradient accumulation: 2 micro-batches of 4 equal one batch of 8") {

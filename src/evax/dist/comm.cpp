@@ -349,8 +349,8 @@ c10::intrusive_ptr<c10d::Store> rendezvous_store(const DistEnv& env, double time
 
 std::unique_ptr<Comm> comm_create(const DistEnv& env, const CommOptions& opts) {
   const std::string& b = opts.backend;
-  EVAX_CHECK(ConfigError, b == "auto" || b == "store" || b == "nccl", "unknown dist backend '", b,
-             "' (valid: auto, store, nccl)");
+  EVAX_CHECK(ConfigError, b == "auto" || b == "gloo" || b == "store" || b == "nccl",
+             "unknown dist backend '", b, "' (valid: auto, gloo, store, nccl)");
   EVAX_CHECK(ConfigError, opts.timeout_s > 0, "dist timeout must be > 0 s, got ", opts.timeout_s);
   if (env.world_size == 1) return std::make_unique<SingleComm>();
 
@@ -358,7 +358,7 @@ std::unique_ptr<Comm> comm_create(const DistEnv& env, const CommOptions& opts) {
   if (b == "auto") {
     const bool gpus = nccl_comm_available() && torch::cuda::is_available() &&
                       static_cast<int>(torch::cuda::device_count()) >= env.local_world_size;
-    backend = gpus ? "nccl" : "store";
+    backend = gpus ? "nccl" : gloo_comm_available() ? "gloo" : "store";
   }
   if (backend == "nccl") {
     EVAX_CHECK(ConfigError, nccl_comm_available(),
@@ -384,6 +384,7 @@ std::unique_ptr<Comm> comm_create(const DistEnv& env, const CommOptions& opts) {
 
   std::unique_ptr<Comm> comm;
   if (backend == "nccl") comm = nccl_comm_create(store, env, opts.timeout_s);
+  else if (backend == "gloo") comm = gloo_comm_create(store, env, opts.timeout_s);
   else comm = std::make_unique<StoreComm>(store, env.rank, env.world_size, opts.timeout_s);
   log_info("distributed: ", describe(env), ", backend ", comm->backend_name());
   return comm;

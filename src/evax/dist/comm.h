@@ -1,8 +1,10 @@
-// Collective communication for data-parallel training: one abstract Comm, three backends.
+// Collective communication for data-parallel training: one abstract Comm, four backends.
 //
 //   single  world 1, every collective is a no-op.
+//   gloo    CPU: c10d::ProcessGroupGloo, PyTorch's own CPU backend (built when Debian's
+//           libgloo-dev headers are present; the wheel has the library but not the headers).
 //   store   CPU: point-to-point messages through a c10d::Store (the TCP rendezvous store), so it
-//           needs nothing but the store. The wheel ships no gloo headers; this replaces it.
+//           needs nothing but the store; slower than gloo, kept as the fallback.
 //   nccl    GPU: c10d::ProcessGroupNCCL (compiled only with USE_C10D_NCCL and nccl.h present).
 //
 // Every rank must issue the same collectives in the same order with the same shapes and dtypes.
@@ -42,10 +44,10 @@ class Comm {
 
   int rank() const { return rank_; }
   int world_size() const { return world_size_; }
-  /// "single", "store" or "nccl".
+  /// "single", "gloo", "store" or "nccl".
   virtual std::string backend_name() const = 0;
-  /// Device the collectives run on: CPU for single/store, cuda:<local_rank> for nccl. Tensors on
-  /// other devices work with the store backend (staged through the CPU).
+  /// Device the collectives run on: CPU for single/gloo/store, cuda:<local_rank> for nccl.
+  /// Tensors on other devices work too (staged through a copy on this device).
   virtual at::Device device() const = 0;
 
   /// Reduces every tensor elementwise across ranks, in place. Every rank ends with the same bits.
@@ -121,7 +123,8 @@ class StoreComm : public Comm {
 
 /// Communicator set-up.
 struct CommOptions {
-  /// "auto" (nccl when world > 1 and every local rank has a GPU, else store), "store" or "nccl".
+  /// "auto" (nccl when every local rank has a GPU, else gloo, else store), "gloo", "store" or
+  /// "nccl".
   std::string backend = "auto";
   /// Seconds a rank waits for its peers (rendezvous and each collective) before DistError.
   double timeout_s = 300;
@@ -141,6 +144,14 @@ c10::intrusive_ptr<c10d::Store> rendezvous_store(const DistEnv& env, double time
 bool nccl_comm_available();
 /// An NCCL communicator on cuda:<local_rank>. Throws ConfigError when the build lacks NCCL.
 std::unique_ptr<Comm> nccl_comm_create(c10::intrusive_ptr<c10d::Store> store, const DistEnv& env,
+                                       double timeout_s);
+
+/// Whether this build has the gloo backend (Debian's libgloo-dev headers were found).
+bool gloo_comm_available();
+/// A gloo communicator on the CPU: loopback when every rank is on this node, else the interface
+/// GLOO_SOCKET_IFNAME names or the host name's address. Throws ConfigError when the build lacks
+/// gloo.
+std::unique_ptr<Comm> gloo_comm_create(c10::intrusive_ptr<c10d::Store> store, const DistEnv& env,
                                        double timeout_s);
 
 }  // namespace evax
