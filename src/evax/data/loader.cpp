@@ -1,6 +1,7 @@
 #include "evax/data/loader.h"
 
 #include <dlfcn.h>
+#include <malloc.h>
 
 #include <algorithm>
 #include <numeric>
@@ -23,6 +24,18 @@ constexpr uint64_t kSubsetStream = 0x73756273657431ull;
 // threads spinning). ATen's OpenMP backend reads the calling thread's nthreads ICV, which
 // omp_set_num_threads sets for this thread only; ATen initialises it lazily per thread, so that
 // runs first. Looked up at run time: libgomp comes with libtorch, not on our link line.
+// glibc serves allocations over 128 KB (a decoded image, its float copy) with fresh mmaps and
+// returns them on free, so every image faults its pages in again: ~15% of a worker's time on
+// 1024² PNGs. Keeping freed blocks of up to 32 MB in the heap for reuse removes that. Process-wide
+// and set once, when the first threaded Loader starts.
+void keep_large_buffers() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  });
+}
+
 void single_threaded_torch() {
   (void)at::get_num_threads();
   using SetNumThreads = void (*)(int);
@@ -177,6 +190,7 @@ Loader::Loader(int64_t dataset_size, SampleFn sample, const LoaderOptions& optio
       collate_(collate_fn ? std::move(collate_fn) : CollateFn(collate)),
       describe_(std::move(describe)) {
   EVAX_ASSERT(static_cast<bool>(sample_), "Loader needs a sample function");
+  if (o_.workers > 0) keep_large_buffers();
 }
 
 Loader::~Loader() { stop(); }

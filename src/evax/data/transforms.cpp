@@ -6,6 +6,7 @@
 
 #include "evax/core/error.h"
 #include "evax/data/preprocess.h"
+#include "evax/data/resample.h"
 
 namespace F = torch::nn::functional;
 
@@ -78,15 +79,13 @@ torch::Tensor resize_bicubic_pil(const torch::Tensor& chw, int64_t out_h, int64_
   // PIL resamples horizontally into a clipped (uint8) intermediate, then vertically; a single
   // 2-D float pass differs by up to ~6/255 near saturated edges when upscaling.
   torch::Tensor x = chw.to(torch::kFloat32);
-  if (out_w != x.size(2)) {
-    x = resize_bicubic(x, x.size(1), out_w);
+  for (int64_t dim : {2, 1}) {
+    const int64_t out = dim == 2 ? out_w : out_h;
+    if (out == x.size(dim)) continue;
+    x = bicubic_pass(x, dim, out).clamp_(0.0, 1.0);
     if (quantize) x = quantize8(x);
   }
-  if (out_h != x.size(1)) {
-    x = resize_bicubic(x, out_h, out_w);
-    if (quantize) x = quantize8(x);
-  }
-  return x.is_same(chw) ? x.clone() : x;
+  return x.is_same(chw) ? chw.clone(at::MemoryFormat::Contiguous) : x.contiguous();
 }
 
 torch::Tensor resize(const torch::Tensor& chw, int64_t out_h, int64_t out_w, Interp interp) {
@@ -115,7 +114,8 @@ torch::Tensor resized_crop(const torch::Tensor& chw, const CropBox& box, int64_t
               "crop box outside the image");
   const auto crop = chw.slice(1, box.top, box.top + box.height).slice(2, box.left,
                                                                        box.left + box.width);
-  return resize(crop.contiguous(), out_h, out_w, interp);
+  // The bicubic path reads the strided crop in place; the others want it contiguous.
+  return resize(interp == Interp::kBicubic ? crop : crop.contiguous(), out_h, out_w, interp);
 }
 
 torch::Tensor hflip(const torch::Tensor& chw) { return chw.flip({-1}); }

@@ -3,12 +3,14 @@
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
+#include <optional>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <vector>
 
 #include "evax/core/error.h"
 #include "evax/core/files.h"
+#include "evax/io/png.h"
 
 namespace evax {
 
@@ -19,13 +21,9 @@ bool is_dicom_path(const std::string& path) {
   return ext == ".dcm" || ext == ".dicom" || ext == ".dic" || has_dicom_magic(path);
 }
 
-cv::Mat image_read_unit(const std::string& path, const ImageReadOptions& options) {
-  if (is_dicom_path(path)) {
-    const DicomPixels p = dicom_read(path, options.dicom);
-    return dicom_to_unit(p, options.dicom.apply_voi);
-  }
-  const std::string bytes = read_file(path);  // DataError naming the path when unreadable
-  if (bytes.empty()) raise<DataError>("image ", path, ": file is empty");
+namespace {
+
+cv::Mat opencv_decode(const std::string& bytes, const std::string& path) {
   cv::Mat raw;
   try {
     // imdecode rather than imread: no path encoding issues, and the read error is ours.
@@ -38,6 +36,23 @@ cv::Mat image_read_unit(const std::string& path, const ImageReadOptions& options
   if (raw.empty())
     raise<DataError>("image ", path,
                      ": OpenCV returned an empty image (corrupt file or unsupported format)");
+  return raw;
+}
+
+}  // namespace
+
+cv::Mat image_read_unit(const std::string& path, const ImageReadOptions& options) {
+  if (is_dicom_path(path)) {
+    const DicomPixels p = dicom_read(path, options.dicom);
+    return dicom_to_unit(p, options.dicom.apply_voi);
+  }
+  const std::string bytes = read_file(path);  // DataError naming the path when unreadable
+  if (bytes.empty()) raise<DataError>("image ", path, ": file is empty");
+  // Most training PNGs take the libdeflate path; everything else, and every damaged file, goes
+  // through OpenCV, which decodes it or says why not.
+  std::optional<cv::Mat> fast =
+      png_decode_fast(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  const cv::Mat raw = fast ? std::move(*fast) : opencv_decode(bytes, path);
   double scale;
   switch (raw.depth()) {
     case CV_8U: scale = 1.0 / 255.0; break;
