@@ -18,7 +18,7 @@ const char* const kDatasets[][2] = {
     {"chexpert", "CheXpert: train.csv (train) + valid.csv (--eval-split)"},
     {"covidx", "COVIDx CXR-3 (3 classes) or CXR-4 (binary) list files"},
     {"mimic", "MIMIC-CXR-JPG metadata + split CSVs, PA/AP only (pretraining)"},
-    {"siim", "SIIM-ACR pneumothorax train-rle.csv -> mask PNGs"},
+    {"siim", "SIIM-ACR pneumothorax train-rle.csv or stage_2_train.csv -> mask PNGs"},
     {"rsna", "RSNA pneumonia stage_2_train_labels.csv -> boxes + mask PNGs"},
     {"lung", "lung fields: image folder(s) + mask folder(s)"},
     {"shenzhen", "Shenzhen: train, train_masks, test, test_masks"},
@@ -170,7 +170,17 @@ int cmd_manifest(const Args& args) {
     p.option("--mask-size", &o.mask_size, "S", "side of the square masks in pixels");
     p.flag("--positives-only", &o.positives_only,
            "without split lists: keep only images with a finding");
+    std::string rle = "auto";
+    if (dataset == "siim")
+      p.option("--rle", &rle, "auto|relative|standard",
+               "EncodedPixels encoding: relative (train-rle.csv), standard = Kaggle 1-based "
+               "absolute starts (stage_2_train.csv); auto picks by file name");
     if (!p.parse(rest)) return 0;
+    if (rle == "relative") o.rle = RleFormat::kRelative;
+    else if (rle == "standard") o.rle = RleFormat::kStandard;
+    else if (rle != "auto")
+      raise<UsageError>("evax ", cmd, ": --rle must be auto, relative or standard, got '", rle,
+                        "'");
     log_summary(dataset.c_str(),
                 dataset == "siim" ? build_siim_manifest(o) : build_rsna_manifest(o));
     return 0;

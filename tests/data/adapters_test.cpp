@@ -1,5 +1,7 @@
 #include "evax/data/adapters.h"
 
+#include <zlib.h>
+
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
@@ -564,6 +566,42 @@ TEST_CASE("adapters: mimic keeps PA/AP with the official split", "[adapters]") {
              Contains("metadata.csv:4") && Contains("'d3'"));
 }
 
+TEST_CASE("adapters: metadata as shipped in .csv.gz reads like the unpacked CSV", "[adapters]") {
+  TempDir dir("adapters");
+  const std::string root = dir / "mimic";
+  const std::string meta =
+      "dicom_id,subject_id,study_id,ViewPosition\nd1,10000032,50414267,PA\n"
+      "d2,10000032,50414267,LATERAL\nd3,10000764,57375967,AP\n";
+  const std::string split = "dicom_id,study_id,subject_id,split\nd1,50414267,10000032,train\n"
+                            "d2,50414267,10000032,train\nd3,57375967,10000764,validate\n";
+  image(root + "/files/p10/p10000032/s50414267/d1.jpg");
+  image(root + "/files/p10/p10000764/s57375967/d3.jpg");
+  evax::AdapterOptions o;
+  o.root = root;
+  o.out = dir / "plain.csv";
+  write(root + "/mimic-cxr-2.0.0-metadata.csv", meta);
+  write(root + "/mimic-cxr-2.0.0-split.csv", split);
+  evax::build_mimic_manifest(o);
+  fs::remove(root + "/mimic-cxr-2.0.0-metadata.csv");
+  fs::remove(root + "/mimic-cxr-2.0.0-split.csv");
+  for (const auto& [name, text] : {std::pair<std::string, std::string>{"metadata", meta},
+                                   {"split", split}}) {
+    gzFile f = gzopen((root + "/mimic-cxr-2.0.0-" + name + ".csv.gz").c_str(), "wb");
+    REQUIRE(f);
+    REQUIRE(gzwrite(f, text.data(), static_cast<unsigned>(text.size())) ==
+            static_cast<int>(text.size()));
+    gzclose(f);
+  }
+  o.out = dir / "gz.csv";
+  const auto s = evax::build_mimic_manifest(o);
+  CHECK(s.rows == 2);
+  CHECK(cells(dir / "gz.csv") == cells(dir / "plain.csv"));
+  // Damage is reported with the file's name.
+  write(root + "/mimic-cxr-2.0.0-split.csv.gz", "\x1f\x8b\x08 cut short");
+  CHECK_THAT(data_error([&] { evax::build_mimic_manifest(o); }),
+             Contains("split.csv.gz") && Contains("bad gzip data"));
+}
+
 // ---- SIIM ---------------------------------------------------------------------------------------
 
 TEST_CASE("adapters: siim RLE rows merge into one mask per image", "[adapters]") {
@@ -624,6 +662,29 @@ TEST_CASE("adapters: siim RLE rows merge into one mask per image", "[adapters]")
     write(dir / "splits/siim/test.txt", "1.2.3.B\n1.2.3.A");
     CHECK_THAT(data_error([&] { evax::build_siim_manifest(o); }),
                Contains("test.txt:2") && Contains("train.txt:2"));
+  }
+  SECTION("Kaggle stage 2: standard RLE, chosen by file name or --rle") {
+    fs::remove(root + "/train-rle.csv");
+    // The same masks as the relative file above, in 1-based absolute starts.
+    write(root + "/stage_2_train.csv",
+          "ImageId,EncodedPixels\n1.2.3.A,4 2\n1.2.3.B,-1\n1.2.3.A,11 3\n1.2.3.C,1 1 64 1\n");
+    const auto s = evax::build_siim_manifest(o);
+    CHECK(s.rows == 3);
+    CHECK(on_pixels(masks + "1.2.3.A.png") ==
+          std::set<std::pair<int, int>>{{3, 0}, {4, 0}, {2, 1}, {3, 1}, {4, 1}});
+    CHECK(on_pixels(masks + "1.2.3.C.png") == std::set<std::pair<int, int>>{{0, 0}, {7, 7}});
+    // Forced relative on a standard file: 1 + 1 + 64 runs past the 64 pixels, with a hint.
+    o.rle = evax::RleFormat::kRelative;
+    CHECK_THAT(data_error([&] { evax::build_siim_manifest(o); }),
+               Contains("stage_2_train.csv:5") && Contains("standard, absolute RLE?"));
+    // Forced standard on a relative file: starts that do not increase.
+    fs::remove(root + "/stage_2_train.csv");
+    write(root + "/train-rle.csv", "ImageId, EncodedPixels\n1.2.3.A, 10 2 3 1\n");
+    o.rle = evax::RleFormat::kStandard;
+    CHECK_THAT(data_error([&] { evax::build_siim_manifest(o); }),
+               Contains("train-rle.csv:2") && Contains("relative, SIIM stage-1 RLE?"));
+    write(root + "/train-rle.csv", "ImageId, EncodedPixels\n1.2.3.A, 0 2\n");
+    CHECK_THAT(data_error([&] { evax::build_siim_manifest(o); }), Contains("not 1-based"));
   }
   SECTION("errors") {
     write(root + "/train-rle.csv", "ImageId, EncodedPixels\n1.2.3.A, 3 2\n1.2.3.C, 60 10\n");

@@ -22,6 +22,7 @@
 
 #include "evax/core/error.h"
 #include "evax/core/files.h"
+#include "evax/io/gzip.h"
 #include "evax/core/log.h"
 #include "evax/data/manifest.h"
 
@@ -145,10 +146,11 @@ std::string find_file(const fs::path& root, const std::vector<std::string>& name
   std::vector<fs::path> level = {root};
   for (int d = 0; d <= depth && !level.empty(); ++d) {
     for (const fs::path& dir : level)
-      for (const std::string& n : names) {
-        std::error_code ec;
-        if (fs::is_regular_file(dir / n, ec)) return (dir / n).string();
-      }
+      for (const std::string& n : names)
+        for (const std::string& name : {n, n + ".gz"}) {  // any input may come gzipped
+          std::error_code ec;
+          if (fs::is_regular_file(dir / name, ec)) return (dir / name).string();
+        }
     if (d == depth) break;
     std::vector<fs::path> next;
     for (const fs::path& dir : level) {
@@ -334,7 +336,7 @@ struct CsvTable {
 CsvTable read_csv_table(const std::string& path) {
   CsvTable t;
   t.file = path;
-  t.records = csv_parse(read_file(path), path);
+  t.records = csv_parse(read_file_gunzip(path), path);
   if (t.records.empty()) raise<DataError>(path, ": empty file (no header row)");
   for (size_t c = 0; c < t.records[0].fields.size(); ++c) {
     const std::string n = trim(t.records[0].fields[c]);
@@ -351,7 +353,7 @@ struct TextLine {
 
 // Non-blank lines of a text file (CR tolerated; a missing final newline is fine).
 std::vector<TextLine> read_lines(const std::string& path) {
-  const std::string text = read_file(path);
+  const std::string text = read_file_gunzip(path);
   std::vector<TextLine> out;
   int64_t line = 0;
   size_t b = 0;
@@ -532,9 +534,13 @@ UncertainPolicy policy_for(const CheXpertOptions& o, const std::string& label) {
 
 // ---- Masks --------------------------------------------------------------------------------------
 
-// Absolute runs [start, start + length) of a relative RLE over `total` pixels.
+// Runs [start, start + length) (0-based pixels) of an RLE over `total` pixels. Relative (SIIM
+// stage 1): each start counts from the end of the previous run. Standard (Kaggle): 1-based
+// absolute starts, which must increase; a file in the other format fails loudly instead of
+// painting a wrong mask.
 std::vector<std::pair<int64_t, int64_t>> parse_rle(const std::string& rle, int64_t total,
-                                                   const std::string& where) {
+                                                   RleFormat format, const std::string& where) {
+  EVAX_ASSERT(format != RleFormat::kAuto, "parse_rle needs a concrete RLE format");
   const std::vector<std::string> toks = split_blanks(rle);
   if (toks.size() % 2 != 0)
     raise<DataError>(where, "RLE has an odd number of values (", toks.size(), ")");
@@ -548,10 +554,22 @@ std::vector<std::pair<int64_t, int64_t>> parse_rle(const std::string& rle, int64
         raise<DataError>(where, "RLE value '", s, "' is not a non-negative integer");
       v[k] = std::stoll(s);
     }
-    pos += v[0];
-    if (pos + v[1] > total)
-      raise<DataError>(where, "RLE run at ", pos, " of length ", v[1], " ends past the ", total,
-                       " pixels of the mask");
+    if (format == RleFormat::kRelative) {
+      pos += v[0];
+      if (pos + v[1] > total)
+        raise<DataError>(where, "RLE run at ", pos, " of length ", v[1], " ends past the ", total,
+                         " pixels of the mask (a standard, absolute RLE? see --rle)");
+    } else {
+      if (v[0] < 1 || v[0] - 1 < pos)
+        raise<DataError>(where, "standard RLE start ", v[0],
+                         v[0] < 1 ? " is not 1-based"
+                                  : " does not lie after the previous run (a relative, SIIM "
+                                    "stage-1 RLE? see --rle)");
+      pos = v[0] - 1;
+      if (pos + v[1] > total)
+        raise<DataError>(where, "RLE run at ", pos, " of length ", v[1], " ends past the ", total,
+                         " pixels of the mask");
+    }
     runs.emplace_back(pos, v[1]);
     pos += v[1];
   }
@@ -892,9 +910,10 @@ std::vector<std::string> read_id_list(const std::string& path) {
   return out;
 }
 
-void rle_decode_into(const std::string& rle, cv::Mat& mask, const std::string& where) {
+void rle_decode_into(const std::string& rle, cv::Mat& mask, const std::string& where,
+                     RleFormat format) {
   EVAX_ASSERT(mask.type() == CV_8U && !mask.empty());
-  paint_runs(mask, parse_rle(rle, static_cast<int64_t>(mask.total()), where));
+  paint_runs(mask, parse_rle(rle, static_cast<int64_t>(mask.total()), format, where));
 }
 
 std::string rle_encode(const cv::Mat& mask) {
@@ -1286,7 +1305,14 @@ ManifestSummary build_siim_manifest(const MaskAdapterOptions& o) {
   const fs::path root = require_root(o.root, "siim");
   if (o.mask_size < 1 || o.mask_size > 16384)
     raise<ConfigError>("siim: mask size ", o.mask_size, " is out of [1, 16384]");
-  const std::string csv = require_file(root, {"train-rle.csv"}, 1, "siim");
+  // train-rle.csv: stage 1, and the stage-2 re-release EVA-X used (relative RLE);
+  // stage_2_train.csv: Kaggle's stage-2 file (standard RLE).
+  const std::string csv = require_file(root, {"train-rle.csv", "stage_2_train.csv"}, 1, "siim");
+  RleFormat format = o.rle;
+  if (format == RleFormat::kAuto)
+    format = fs::path(csv).filename().string().rfind("stage_2_train.csv", 0) == 0
+                 ? RleFormat::kStandard
+                 : RleFormat::kRelative;
   const fs::path out_masks = masks_dir_of(o.out);
   const FileIndex images =
       index_files(root, {".dcm", ".png", ".jpg", ".jpeg"}, true, out_masks, "siim");
@@ -1304,7 +1330,8 @@ ManifestSummary build_siim_manifest(const MaskAdapterOptions& o) {
     if (fresh) items.push_back({id, rec.line, {}, false});
     RleItem& item = items[it->second];
     if (rle == "-1") continue;
-    item.runs.push_back(parse_rle(rle, total, at(csv, rec.line) + "column 'EncodedPixels': "));
+    item.runs.push_back(
+        parse_rle(rle, total, format, at(csv, rec.line) + "column 'EncodedPixels': "));
     item.positive = true;
   }
 

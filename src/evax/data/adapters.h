@@ -4,7 +4,8 @@
 // Every adapter reads a dataset root laid out as the official download unpacks, writes `out`
 // atomically and returns counts. Image paths are written relative to the manifest's folder when
 // the image lies under it, else absolute. Labels are 1, 0 or empty (missing; never written as 0).
-// Parse errors are DataErrors naming file:line and the bad value.
+// Parse errors are DataErrors naming file:line and the bad value. Every metadata file (CSV or
+// list) may also be given gzipped, as `<name>.gz` (MIMIC-CXR ships .csv.gz).
 //
 // Example:
 //   CheXpertOptions o;
@@ -106,21 +107,30 @@ struct CovidxOptions : AdapterOptions {
 ManifestSummary build_covidx_manifest(const CovidxOptions& options);
 
 /// MIMIC-CXR-JPG for pretraining: `mimic-cxr-2.0.0-metadata.csv` + `mimic-cxr-2.0.0-split.csv`
-/// (uncompressed) under root; PA and AP views only; split validate → val; patient = subject_id;
+/// (as shipped, .csv.gz, or unpacked) under root; PA and AP views only; split validate → val; patient = subject_id;
 /// path = files/pXX/pSUBJECT/sSTUDY/DICOM_ID.jpg. No label columns.
 ManifestSummary build_mimic_manifest(const AdapterOptions& options);
 
+/// Run-length encodings of masks (pixels numbered column-major, top to bottom then left to right).
+enum class RleFormat {
+  kAuto,      ///< by file: train-rle.csv relative, stage_2_train.csv standard
+  kRelative,  ///< SIIM stage 1 (and EVA-X's train-rle.csv): starts count from the previous run's end
+  kStandard,  ///< Kaggle standard: absolute 1-based starts, increasing
+};
+
 /// Options of the adapters that write masks.
 struct MaskAdapterOptions : AdapterOptions {
+  RleFormat rle = RleFormat::kAuto;  ///< SIIM: how EncodedPixels is encoded
   int64_t mask_size = 1024;     ///< side of the square masks (SIIM and RSNA images are 1024²)
   bool positives_only = false;  ///< without split lists: keep only images with a finding
 };
 
-/// SIIM-ACR pneumothorax: `train-rle.csv` (ImageId, EncodedPixels; "-1" = no pneumothorax) under
-/// root; images (.dcm, .png or .jpg named ImageId) anywhere under root. Every RLE row of an image
-/// is merged into one 0/255 PNG `<out folder>/masks/<ImageId>.png` (EVA-X kept only the last one).
-/// Without split lists every image is train; with them, only the listed ones (train.txt, test.txt).
-/// Columns: Pneumothorax, mask; patient = ImageId (the CSV has no patient).
+/// SIIM-ACR pneumothorax: `train-rle.csv` (stage 1 or the stage-2 re-release; relative RLE) or
+/// Kaggle's `stage_2_train.csv` (standard RLE), columns ImageId, EncodedPixels ("-1" = no
+/// pneumothorax), under root; images (.dcm, .png or .jpg named ImageId) anywhere under root. Every
+/// RLE row of an image is merged into one 0/255 PNG `<out folder>/masks/<ImageId>.png` (EVA-X kept
+/// only the last one). Without split lists every image is train; with them, only the listed ones
+/// (train.txt, test.txt). Columns: Pneumothorax, mask; patient = ImageId (the CSV has no patient).
 ManifestSummary build_siim_manifest(const MaskAdapterOptions& options);
 
 /// RSNA pneumonia: `stage_2_train_labels.csv` (or stage_1) (patientId, x, y, width, height, Target)
@@ -213,11 +223,12 @@ std::vector<CovidxEntry> read_covidx_list(const std::string& path);
 /// DataError for a line with more than one token or a repeated id.
 std::vector<std::string> read_id_list(const std::string& path);
 
-/// Decodes a SIIM (Kaggle) relative RLE — pairs `offset length`, each offset counted from the end
-/// of the previous run, pixels numbered column-major — into `mask` (CV_8U, width x height), setting
-/// the run pixels to 255 (OR with what is there). DataError naming `where` for an odd count, a
-/// non-integer or negative number, or a run past the image.
-void rle_decode_into(const std::string& rle, cv::Mat& mask, const std::string& where);
+/// Decodes an RLE of pairs `start length` (see RleFormat; relative by default, as SIIM stage 1),
+/// pixels numbered column-major, into `mask` (CV_8U, width x height), setting the run pixels to
+/// 255 (OR with what is there). DataError naming `where` for an odd count, a non-integer or
+/// negative number, a run past the image, or standard starts that are 0 or do not increase.
+void rle_decode_into(const std::string& rle, cv::Mat& mask, const std::string& where,
+                     RleFormat format = RleFormat::kRelative);
 /// Encodes the non-zero pixels of a CV_8U mask as a SIIM relative RLE ("-1" when empty).
 std::string rle_encode(const cv::Mat& mask);
 
