@@ -1,7 +1,12 @@
 #include <catch2/catch.hpp>
 
+#include <cmath>
+
 #include "evax/pretrain/masking.h"
 #include "evax/pretrain/objective.h"
+#include "evax/models/registry.h"
+#include "evax/models/vit.h"
+#include "evax/train/autocast.h"
 
 using namespace evax;
 
@@ -112,4 +117,31 @@ TEST_CASE("pixel targets are per-patch normalised") {
   auto p = x[0][0].slice(0, 0, 16).slice(1, 16, 32).reshape({-1});
   auto ref = (p - p.mean()) / (p.var() + 1e-6).sqrt();
   CHECK(torch::allclose(y[0][1], ref, 1e-5, 1e-5));
+}
+
+TEST_CASE("bf16 autocast: the MIM loss stays float32 and close to the fp32 loss") {
+  torch::manual_seed(1);
+  auto opts = model_options("eva_x_tiny_patch16");
+  opts.depth(2).img_size(64).mim_dim(opts.embed_dim()).final_norm(true);
+  VisionTransformer student(opts);
+  student->eval();
+  const auto x = torch::randn({2, 3, 64, 64});
+  MaskingOptions mo;
+  mo.kind(MaskKind::kUniform).grid(4).ratio(0.5);
+  Rng rng(3, {0});
+  const auto mask = torch::stack({mask_generate(mo, rng), mask_generate(mo, rng)}).flatten(1);
+  const auto target = torch::randn({2, 16, opts.embed_dim()});
+  const auto ref = mim_cosine_loss(student->forward_mim(x, mask), target, mask);
+  torch::Tensor low, pred;
+  {
+    Autocast ac(true, at::kCPU);
+    pred = student->forward_mim(x, mask);
+    low = mim_cosine_loss(pred, target, mask);
+  }
+  CHECK(pred.scalar_type() == torch::kBFloat16);  // autocast did run the student in bf16
+  CHECK(low.scalar_type() == torch::kFloat32);     // and the loss in float32
+  const double d = std::abs(low.item<double>() - ref.item<double>());
+  INFO("fp32 loss " << ref.item<double>() << ", bf16 autocast loss " << low.item<double>());
+  CHECK(d > 0);
+  CHECK(d < 0.02);
 }

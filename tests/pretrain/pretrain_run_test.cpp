@@ -204,6 +204,24 @@ TEST_CASE("two CPU ranks give the same parameters as one rank with the same glob
   }
 }
 
+TEST_CASE("bf16 autocast end to end (bf16_cpu: the CUDA code path, run on the CPU)") {
+  test::TempDir tmp("pt_bf16");
+  const std::string cfg = write_config(tmp, "bf16_cpu: true\n");
+  REQUIRE(sh(bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "run") +
+             "' --max-steps 4 2>/dev/null") == 0);
+  const std::string log = read_file(tmp / "run/log.txt");
+  CHECK_THAT(log, Contains("device cpu, bf16 autocast"));
+  std::ifstream csv(tmp / "run/metrics.csv");
+  std::string header, row;
+  std::getline(csv, header);
+  int rows = 0;
+  while (std::getline(csv, row)) {
+    ++rows;
+    CHECK_THAT(row, !Contains("nan") && !Contains("inf"));
+  }
+  CHECK(rows == 2);  // log_every 2, 4 steps
+}
+
 TEST_CASE("gradient accumulation: 2 micro-batches of 4 equal one batch of 8") {
   test::TempDir tmp("pt_accum");
   const std::string cfg = write_config(tmp, "train: {epochs: 1}\n");

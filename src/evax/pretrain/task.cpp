@@ -1,13 +1,12 @@
 #include "evax/pretrain/task.h"
 
-#include <ATen/autocast_mode.h>
-
 #include "evax/core/log.h"
 #include "evax/io/checkpoint.h"
 #include "evax/io/image.h"
 #include "evax/models/load.h"
 #include "evax/models/registry.h"
 #include "evax/models/weights.h"
+#include "evax/train/autocast.h"
 
 namespace evax {
 namespace {
@@ -20,30 +19,6 @@ torch::Device pick_device(const std::string& d) {
   }
   return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
 }
-
-// bf16 autocast for the forward pass on CUDA, as Python's torch.autocast does it.
-class AutocastGuard {
- public:
-  explicit AutocastGuard(bool on) : on_(on) {
-    if (!on_) return;
-    prev_ = at::autocast::is_autocast_enabled(at::kCUDA);
-    prev_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::increment_nesting();
-  }
-  ~AutocastGuard() {
-    if (!on_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(at::kCUDA, prev_);
-    at::autocast::set_autocast_dtype(at::kCUDA, prev_dtype_);
-  }
-
- private:
-  bool on_;
-  bool prev_ = false;
-  at::ScalarType prev_dtype_ = at::kBFloat16;
-};
 
 }  // namespace
 
@@ -85,6 +60,7 @@ PretrainOptions pretrain_options_from_config(Config& cfg) {
   cfg.check("device", o.device == "auto" || o.device == "cpu" || o.device == "cuda",
             "must be auto, cpu or cuda");
   o.bf16 = cfg.get<bool>("bf16", o.bf16);
+  o.bf16_cpu = cfg.get<bool>("bf16_cpu", o.bf16_cpu);
   return o;
 }
 
@@ -129,7 +105,8 @@ PretrainTask::PretrainTask(const PretrainOptions& o, int rank, int world)
   log_info("pretraining ", o.model, " (", so.depth(), " blocks, ", so.img_size(), "px) on ",
            manifest_.size(), " images, target: ", target_->describe(), " (", target_->dim(),
            "-d), mask ratio ", o.masking.ratio(), " (", o.masking.num_masked(), " of ",
-           o.masking.grid() * o.masking.grid(), " patches), device ", device_.str());
+           o.masking.grid() * o.masking.grid(), " patches), device ", device_.str(),
+           autocast_on() ? ", bf16 autocast" : ", float32");
 }
 
 Sample PretrainTask::load_sample(int64_t index, Rng& rng) const {
@@ -163,7 +140,7 @@ MicroStep PretrainTask::forward_micro() {
   auto mask = b->mask.to(device_, true);
   MicroStep ms;
   {
-    AutocastGuard ac(opts_.bf16 && device_.is_cuda());
+    Autocast ac(autocast_on(), device_.type());
     auto targets = target_->compute(teacher_images);
     auto pred = student_->forward_mim(images, mask);
     ms.loss = mim_cosine_loss(pred, targets, mask);

@@ -34,7 +34,9 @@ struct PretrainOptions {
   MaskingOptions masking;                    ///< grid follows views.student_size / 16
   LoaderOptions loader;                      ///< batch size per rank, workers, seed
   std::string device = "auto";               ///< "auto" (CUDA when present), "cpu" or "cuda"
-  bool bf16 = true;                          ///< bf16 autocast on CUDA (never on CPU)
+  bool bf16 = true;                          ///< bf16 autocast on CUDA
+  /// bf16 autocast on CPU as well (fast only with AVX512-BF16/AMX; checks the bf16 path anywhere)
+  bool bf16_cpu = false;
 };
 
 /// Reads model:, target:, data:, masking:, seed and device from a pretraining config.
@@ -60,6 +62,7 @@ class PretrainTask : public Task {
 
  private:
   Sample load_sample(int64_t index, Rng& rng) const;
+  bool autocast_on() const { return opts_.bf16 && (device_.is_cuda() || opts_.bf16_cpu); }
 
   PretrainOptions opts_;
   torch::Device device_;
