@@ -258,18 +258,10 @@ TEST_CASE("comm_create: single process, bad options, and a store backend over TC
   std::vector<std::string> names(world);
   std::vector<double> sums(world);
   run_ranks(world, [&](int r) {
-    evax::DistEnv e;
-    e.rank = r;
-    e.world_size = world;
-    e.local_rank = r;
-    e.local_world_size = world;
-    e.master_addr = "127.0.0.1";
-    e.master_port = port;
-    e.source = "test";
     evax::CommOptions o;
     o.backend = "store";
     o.timeout_s = 10;
-    auto comm = evax::comm_create(e, o);
+    auto comm = evax::comm_create(evax::test::local_env(r, world, port), o);
     names[r] = comm->backend_name();
     sums[r] = comm->all_reduce_sum(10.0 * (r + 1));
   });

@@ -11,6 +11,8 @@
 #include <thread>
 #include <vector>
 
+#include "evax/dist/env.h"
+
 namespace evax::test {
 
 /// Runs fn(rank) on `world` threads and rethrows the first rank's exception on this thread.
@@ -42,6 +44,19 @@ inline int free_port() {
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
   ::close(fd);
   return ntohs(a.sin_port);
+}
+
+/// Rank r of a `world`-rank job on this machine with its store at 127.0.0.1:port.
+inline DistEnv local_env(int r, int world, int port) {
+  DistEnv e;
+  e.rank = r;
+  e.world_size = world;
+  e.local_rank = r;
+  e.local_world_size = world;
+  e.master_addr = "127.0.0.1";
+  e.master_port = port;
+  e.source = "test";
+  return e;
 }
 
 }  // namespace evax::test

@@ -17,24 +17,12 @@ using evax::test::run_ranks;
 
 namespace {
 
-evax::DistEnv env_of(int r, int world, int port) {
-  evax::DistEnv e;
-  e.rank = r;
-  e.world_size = world;
-  e.local_rank = r;
-  e.local_world_size = world;
-  e.master_addr = "127.0.0.1";
-  e.master_port = port;
-  e.source = "test";
-  return e;
-}
-
 std::unique_ptr<evax::Comm> make(int r, int world, int port, const std::string& backend,
                                  double timeout_s = 20) {
   evax::CommOptions o;
   o.backend = backend;
   o.timeout_s = timeout_s;
-  return evax::comm_create(env_of(r, world, port), o);
+  return evax::comm_create(evax::test::local_env(r, world, port), o);
 }
 
 std::vector<at::Tensor> inputs(int r) {
