@@ -72,13 +72,17 @@ bool unfilter_row(uint8_t f, uint8_t* cur, const uint8_t* prev, size_t stride) {
         }
       return true;
     case 4:  // Paeth
+      // Branch-free: on noisy rows the predictor choice is random and branches mispredict.
+      // With p = a + b - c: |p - a| = |b - c|, |p - b| = |a - c|, |p - c| = |(a - c) + (b - c)|.
       for (size_t x = 0; x < stride; x += BPP)
         for (int c = 0; c < BPP; ++c) {
           const int a = left[c], b = prev ? prev[x + c] : 0, cc = upleft[c];
-          const int p = a + b - cc, pa = std::abs(p - a), pb = std::abs(p - b),
-                    pc = std::abs(p - cc);
-          const int pred = (pa <= pb && pa <= pc) ? a : (pb <= pc ? b : cc);
-          left[c] = static_cast<uint8_t>(cur[x + c] + pred);
+          const int bc = b - cc, ac = a - cc, s = ac + bc;
+          const int pa = bc < 0 ? -bc : bc, pb = ac < 0 ? -ac : ac, pc = s < 0 ? -s : s;
+          const int take_b = -static_cast<int>(pb <= pc);
+          const int take_a = -static_cast<int>((pa <= pb) & (pa <= pc));
+          const int pred = (a & take_a) | (((b & take_b) | (cc & ~take_b)) & ~take_a);
+          left[c] = (cur[x + c] + pred) & 0xff;
           cur[x + c] = static_cast<uint8_t>(left[c]);
           upleft[c] = b;
         }
