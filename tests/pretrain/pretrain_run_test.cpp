@@ -16,6 +16,7 @@
 
 #include "evax/core/files.h"
 #include "evax/io/safetensors.h"
+#include "dist/dist_test_util.h"
 #include "test_util.h"
 
 using namespace evax;
@@ -220,6 +221,68 @@ TEST_CASE("bf16 autocast end to end (bf16_cpu: the CUDA code path, run on the CP
     CHECK_THAT(row, !Contains("nan") && !Contains("inf"));
   }
   CHECK(rows == 2);  // log_every 2, 4 steps
+}
+
+TEST_CASE("a rank killed mid-run (no launcher) makes the survivor exit non-zero at once") {
+  test::TempDir tmp("pt_dead_rank");
+  const std::string cfg = write_config(
+      tmp, "train: {epochs: 100, log_every: 1}\ndist: {backend: gloo, timeout_s: 300}\n");
+  const int port = test::free_port();
+  pid_t pids[2];
+  for (int r = 0; r < 2; ++r) {
+    pids[r] = fork();
+    REQUIRE(pids[r] >= 0);
+    if (pids[r] == 0) {  // torchrun's variables, as `torchrun --no-python` or srun would set
+      const std::string rank = std::to_string(r), p = std::to_string(port);
+      setenv("RANK", rank.c_str(), 1);
+      setenv("LOCAL_RANK", rank.c_str(), 1);
+      setenv("WORLD_SIZE", "2", 1);
+      setenv("LOCAL_WORLD_SIZE", "2", 1);
+      setenv("MASTER_ADDR", "127.0.0.1", 1);
+      setenv("MASTER_PORT", p.c_str(), 1);
+      const std::string err = tmp / ("rank" + rank + ".err");
+      freopen(err.c_str(), "w", stderr);
+      execl(bin().c_str(), bin().c_str(), "pretrain", "--config", cfg.c_str(), "--run-dir",
+            (tmp / "run").c_str(), nullptr);
+      _exit(127);
+    }
+  }
+  // Let both train a few steps (rank 0 logs every step), then kill rank 1 without warning.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  int rows = 0;
+  while (std::chrono::steady_clock::now() < deadline && rows < 4) {
+    std::ifstream csv(tmp / "run/metrics.csv");
+    std::string line;
+    rows = -1;
+    while (std::getline(csv, line)) ++rows;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  kill(pids[1], SIGKILL);
+  const auto t0 = std::chrono::steady_clock::now();
+  int st = 0;
+  waitpid(pids[1], &st, 0);
+  // Rank 0 must notice within seconds, far below the 300 s collective timeout.
+  bool exited = false;
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60)) {
+    if (waitpid(pids[0], &st, WNOHANG) == pids[0]) {
+      exited = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!exited) {
+    kill(pids[0], SIGKILL);
+    waitpid(pids[0], &st, 0);
+  }
+  REQUIRE(rows >= 4);
+  INFO("rank 0 exited " << secs << " s after rank 1 was killed: " << read_file(tmp / "rank0.err"));
+  REQUIRE(exited);
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 1);
+  CHECK(secs < 30);
+  CHECK_THAT(read_file(tmp / "rank0.err"), Contains("gloo") && Contains("failed"));
 }
 
 TEST_CASE("gradient accumulation: 2 micro-batches of 4 equal one batch of 8") {
