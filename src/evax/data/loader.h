@@ -104,6 +104,10 @@ class Sampler {
 };
 
 /// Multi-threaded, ordered, deterministic batch loader.
+///
+/// Process-wide side effect: the first Loader with workers raises glibc's mmap and trim
+/// thresholds (32 MB / 512 MB) so that freed image buffers are reused instead of being returned
+/// to the kernel and faulted in again for every sample.
 class Loader {
  public:
   /// Builds one sample: `index` is a dataset index in [0, dataset_size), `rng` its own stream.
