@@ -171,12 +171,17 @@ cv::Mat affine_pil(const cv::Mat& u8, const double m[6], int fill) {
       const double dx = xin - ix, dy = yin - iy;
       int cols[4];
       for (int k = 0; k < 4; ++k) cols[k] = std::clamp(ix - 1 + k, 0, w - 1);
+      // A zero fraction makes pil_cubic return its second sample exactly (v2 + 0 · finite), so
+      // skipping the other evaluations changes no bit; translations and shears hit this on one
+      // axis for every pixel.
       double rows[4];
       for (int r = 0; r < 4; ++r) {
+        if (dy == 0.0 && r != 1) continue;
         const uint8_t* row = u8.ptr<uint8_t>(std::clamp(iy - 1 + r, 0, h - 1));
-        rows[r] = pil_cubic(row[cols[0]], row[cols[1]], row[cols[2]], row[cols[3]], dx);
+        rows[r] = dx == 0.0 ? row[cols[1]]
+                            : pil_cubic(row[cols[0]], row[cols[1]], row[cols[2]], row[cols[3]], dx);
       }
-      const double v = pil_cubic(rows[0], rows[1], rows[2], rows[3], dy);
+      const double v = dy == 0.0 ? rows[1] : pil_cubic(rows[0], rows[1], rows[2], rows[3], dy);
       o[x] = v <= 0.0 ? 0 : v >= 255.0 ? 255 : static_cast<uint8_t>(v);
     }
   }
