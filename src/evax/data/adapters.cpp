@@ -22,9 +22,10 @@
 
 #include "evax/core/error.h"
 #include "evax/core/files.h"
-#include "evax/io/gzip.h"
 #include "evax/core/log.h"
+#include "evax/core/strings.h"
 #include "evax/data/manifest.h"
+#include "evax/io/gzip.h"
 
 namespace evax {
 
@@ -69,15 +70,6 @@ std::string join(const std::vector<std::string>& v, const char* sep = ", ") {
   std::string out;
   for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
   return out;
-}
-
-std::vector<std::string> split_on(const std::string& s, char sep) {
-  std::vector<std::string> parts(1);
-  for (char c : s) {
-    if (c == sep) parts.emplace_back();
-    else parts.back() += c;
-  }
-  return parts;
 }
 
 // Splits on runs of blanks (the list files use single spaces; runs are tolerated).

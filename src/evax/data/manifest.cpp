@@ -9,6 +9,7 @@
 
 #include "evax/core/error.h"
 #include "evax/core/files.h"
+#include "evax/core/strings.h"
 
 namespace evax {
 
@@ -45,15 +46,6 @@ bool parse_float(const std::string& s, float* out) {
   if (end != s.c_str() + s.size() || !std::isfinite(v)) return false;
   *out = v;
   return true;
-}
-
-std::vector<std::string> split_on(const std::string& s, char sep) {
-  std::vector<std::string> parts(1);
-  for (char c : s) {
-    if (c == sep) parts.emplace_back();
-    else parts.back() += c;
-  }
-  return parts;
 }
 
 // Context for error messages: "manifest FILE:LINE: column N 'name': ".

@@ -3,19 +3,11 @@
 #include <cmath>
 
 #include "evax/core/error.h"
-#include "evax/data/resample.h"
 #include "evax/data/transforms.h"
 
 namespace evax {
 
 double eval_crop_pct(int64_t size) { return size <= 224 ? 0.875 : 1.0; }
-
-torch::Tensor resize_bicubic(const torch::Tensor& chw, int64_t out_h, int64_t out_w) {
-  torch::Tensor x = chw.to(torch::kFloat32);
-  if (out_w != x.size(2)) x = bicubic_pass(x, 2, out_w);
-  if (out_h != x.size(1)) x = bicubic_pass(x, 1, out_h);
-  return x.clamp(0.0, 1.0);
-}
 
 torch::Tensor eval_transform(const cv::Mat& unit, int64_t size, double crop_pct, double mean,
                              double std) {

@@ -14,7 +14,4 @@ double eval_crop_pct(int64_t size);
 torch::Tensor eval_transform(const cv::Mat& unit, int64_t size, double crop_pct, double mean,
                              double std);
 
-/// Bicubic antialiased resize of a (C, H, W) float tensor, clamped to [0, 1] like 8-bit PIL output.
-torch::Tensor resize_bicubic(const torch::Tensor& chw, int64_t out_h, int64_t out_w);
-
 }  // namespace evax

@@ -5,7 +5,6 @@
 #include <vector>
 
 #include "evax/core/error.h"
-#include "evax/data/preprocess.h"
 #include "evax/data/resample.h"
 
 namespace F = torch::nn::functional;

@@ -63,8 +63,8 @@ CropBox random_resized_crop_box(Rng& rng, int64_t height, int64_t width,
                                 Range scale = {0.08, 1.0}, Range ratio = {3.0 / 4.0, 4.0 / 3.0});
 
 /// PIL-like bicubic resize of a float (C, H, W) tensor: a horizontal then a vertical antialiased
-/// bicubic pass (resize_bicubic, a = -0.5, support scaled when shrinking), each clamped to [0, 1]
-/// as PIL clips its 8-bit intermediate; `quantize8` also rounds both passes to the 8-bit grid
+/// bicubic pass (bicubic_pass, resample.h), each clamped to [0, 1] as PIL clips its 8-bit
+/// intermediate; `quantize8` also rounds both passes to the 8-bit grid
 /// (PIL's uint8 intermediates) for bit-level PIL parity on 8-bit input.
 torch::Tensor resize_bicubic_pil(const torch::Tensor& chw, int64_t out_h, int64_t out_w,
                                  bool quantize8 = false);

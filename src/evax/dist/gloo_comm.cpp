@@ -11,7 +11,7 @@
 
 #if __has_include(<gloo/config.h>) && __has_include(<torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>)
 #define EVAX_HAS_GLOO 1
-// Torch guards the header with the macro its own build defines; consumers must define it.
+// The header is guarded by torch's build macro; TorchConfig exports it, define it if missing.
 #ifndef USE_C10D_GLOO
 #define USE_C10D_GLOO 1
 #endif
