@@ -14,7 +14,14 @@ Writes one safetensors file (--out) holding:
       images of size params = [H, W, scale_lo, scale_hi, ratio_lo, ratio_hi, draws]; stats = mean
       and std of i, j, h, w over the draws (8 values);
   dss/<case>/rank<r>                    int64: torch DistributedSampler(shuffle=False) indices
-      for case n<N>_w<W>_d<drop_last>.
+      for case n<N>_w<W>_d<drop_last>;
+  eval/<H>x<W>/in                       uint8 (H, W): a test image of odd size;
+  eval/<H>x<W>_s<S>_p<P>/{params,resized,box,out}   timm 1.0's eval transform,
+      create_transform(S, is_training=False, crop_pct=P, interpolation='bicubic') with a one-channel
+      mean / std, on that image as PIL "L": params float64 [H, W, S, P, mean, std]; resized int64
+      [h, w], the size after timm's Resize (shorter side floor(S / P)); box int64 [top, left, S, S],
+      where its CenterCrop cut (found by locating the crop in the resized image); out float32
+      (S, S), the normalised result.
 Deterministic (fixed numpy / torch seeds); takes a few seconds.
 """
 import argparse
@@ -26,6 +33,7 @@ import torch
 from PIL import Image
 from safetensors.numpy import save_file
 from timm.data import auto_augment as aa
+from timm.data import create_transform
 from torch.utils.data.distributed import DistributedSampler
 from torchvision import transforms as T
 
@@ -107,6 +115,34 @@ def sampler_cases(out):
             out[f"dss/n{n}_w{world}_d{int(drop)}/rank{r}"] = np.array(list(s), np.int64)
 
 
+EVAL_MEAN, EVAL_STD = 0.49185243, 0.28509309  # evax's grey statistics (kEvaxMean / kEvaxStd)
+
+
+def eval_cases(out):
+    for h, w in [(517, 333), (333, 517), (1001, 999)]:
+        a = test_image(h, w, seed=h + w)
+        out[f"eval/{h}x{w}/in"] = a
+        img = Image.fromarray(a)
+        for size, pct in [(224, 0.875), (224, 0.9), (224, 0.95), (224, 1.0), (97, 0.9)]:
+            tf = create_transform(size, is_training=False, crop_pct=pct, interpolation="bicubic",
+                                  mean=(EVAL_MEAN,), std=(EVAL_STD,))
+            resize, crop = tf.transforms[0], tf.transforms[1]
+            assert type(resize).__name__ == "Resize" and type(crop).__name__ == "CenterCrop", tf
+            resized = resize(img)
+            r, c = np.asarray(resized), np.asarray(crop(resized))
+            hits = [(t, left) for t in range(r.shape[0] - size + 1)
+                    for left in range(r.shape[1] - size + 1)
+                    if np.array_equal(r[t:t + size, left:left + size], c)]
+            assert len(hits) == 1, (h, w, size, pct, hits)
+            y = tf(img)
+            assert tuple(y.shape) == (1, size, size), y.shape
+            name = f"eval/{h}x{w}_s{size}_p{pct}"
+            out[f"{name}/params"] = np.array([h, w, size, pct, EVAL_MEAN, EVAL_STD], np.float64)
+            out[f"{name}/resized"] = np.array(r.shape, np.int64)
+            out[f"{name}/box"] = np.array([*hits[0], size, size], np.int64)
+            out[f"{name}/out"] = np.ascontiguousarray(y[0].numpy().astype(np.float32))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -117,6 +153,7 @@ def main():
     rand_augment_cases(out)
     rrc_cases(out)
     sampler_cases(out)
+    eval_cases(out)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out + f".tmp{os.getpid()}"
     save_file(out, tmp)

@@ -17,6 +17,7 @@
 #include "evax/data/transforms.h"
 #include "evax/io/image.h"
 #include "reference_util.h"
+#include "skip.h"
 
 using Catch::Matchers::Contains;
 using evax::Batch;
@@ -166,10 +167,8 @@ TEST_CASE("loader: DistributedSampler semantics", "[loader][sampler]") {
 }
 
 TEST_CASE("loader: padding and striding match torch's DistributedSampler", "[loader][python]") {
-  if (evax::test::pil_reference().empty()) {
-    WARN("EVAX_PYTHON not configured: skipping the torch comparison");
-    return;
-  }
+  if (evax::test::pil_reference().empty())
+    EVAX_SKIP("EVAX_PYTHON not configured: no torch reference");
   for (auto [n, world, drop] : {std::tuple<int64_t, int, bool>{10, 3, false}, {10, 3, true},
                                 {7, 4, false}, {2, 4, false}, {12, 4, true}}) {
     for (int r = 0; r < world; ++r) {

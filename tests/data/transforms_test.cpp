@@ -1,12 +1,17 @@
 #include "evax/data/transforms.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdio>
+#include <opencv2/core.hpp>
+#include <string>
 #include <vector>
 
 #include "evax/core/error.h"
+#include "evax/data/preprocess.h"
 #include "reference_util.h"
+#include "skip.h"
 
 using evax::CropBox;
 using evax::Range;
@@ -60,10 +65,8 @@ TEST_CASE("transforms: random_resized_crop_box stays inside and is deterministic
 }
 
 TEST_CASE("transforms: crop box statistics match torchvision", "[transforms][python]") {
-  if (evax::test::pil_reference().empty()) {
-    WARN("EVAX_PYTHON not configured: skipping the torchvision comparison");
-    return;
-  }
+  if (evax::test::pil_reference().empty())
+    EVAX_SKIP("EVAX_PYTHON not configured: no torchvision reference");
   for (const char* name : {"wide", "mim", "fallback"}) {
     CAPTURE(name);
     const auto p = evax::test::ref(std::string("rrc/") + name + "/params");
@@ -93,10 +96,8 @@ TEST_CASE("transforms: crop box statistics match torchvision", "[transforms][pyt
 }
 
 TEST_CASE("transforms: bicubic resize is close to PIL", "[transforms][python]") {
-  if (evax::test::pil_reference().empty()) {
-    WARN("EVAX_PYTHON not configured: skipping the PIL comparison");
-    return;
-  }
+  if (evax::test::pil_reference().empty())
+    EVAX_SKIP("EVAX_PYTHON not configured: no PIL reference");
   for (const char* name : {"down", "up", "odd"}) {
     CAPTURE(name);
     const auto in = evax::test::ref(std::string("resize/") + name + "/in");
@@ -116,6 +117,65 @@ TEST_CASE("transforms: bicubic resize is close to PIL", "[transforms][python]") 
       CHECK(mean < 0.5);
     }
   }
+}
+
+TEST_CASE("transforms: eval_transform matches timm's eval transform", "[transforms][python]") {
+  if (evax::test::pil_reference().empty())
+    EVAX_SKIP("EVAX_PYTHON not configured: no timm reference");
+  // timm 1.0 create_transform(S, is_training=False, crop_pct=P, interpolation='bicubic'):
+  // Resize(floor(S / P)) (shorter side; longer side int(short · long / short)), CenterCrop(S)
+  // (offsets rounded half to even), on odd image sizes where floor and round differ (P = 0.9,
+  // 0.95) and the centring offsets are halves (235 - 224, 385 - 224).
+  int cases = 0;
+  for (const auto& [key, params] : evax::test::pil_reference()) {
+    const std::string suffix = "/params";
+    if (key.rfind("eval/", 0) != 0 || key.size() < suffix.size() ||
+        key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    const std::string name = key.substr(0, key.size() - suffix.size());
+    CAPTURE(name);
+    ++cases;
+    const auto p = params.accessor<double, 1>();
+    const int64_t h = static_cast<int64_t>(p[0]), w = static_cast<int64_t>(p[1]);
+    const int64_t size = static_cast<int64_t>(p[2]);
+    const double crop_pct = p[3], mean = p[4], std = p[5];
+    const auto resized = evax::test::ref(name + "/resized");
+    const auto box = evax::test::ref(name + "/box");
+    const auto want = evax::test::ref(name + "/out");
+    const int64_t rh = resized[0].item<int64_t>(), rw = resized[1].item<int64_t>();
+    const int64_t top = box[0].item<int64_t>(), left = box[1].item<int64_t>();
+
+    const auto in = evax::test::ref("eval/" + std::to_string(h) + "x" + std::to_string(w) + "/in");
+    REQUIRE(in.sizes() == torch::IntArrayRef({h, w}));
+    const auto x = to_float255(in).div(255.0).contiguous();
+    const cv::Mat unit = cv::Mat(int(h), int(w), CV_32FC1, x.data_ptr<float>()).clone();
+    const auto got = evax::eval_transform(unit, size, crop_pct, mean, std);
+    REQUIRE(got.sizes() == torch::IntArrayRef({3, size, size}));
+    CHECK(torch::equal(got[0], got[1]));
+    CHECK(torch::equal(got[0], got[2]));
+
+    // The same resize and crop box as timm: timm's intermediate size from resize_shorter, and
+    // eval_transform's output is exactly that image cut at timm's box.
+    const auto mine =
+        evax::resize_shorter(x.unsqueeze(0), std::min(rh, rw), evax::Interp::kBicubic);
+    CHECK(mine.sizes() == torch::IntArrayRef({1, rh, rw}));
+    const auto cut = mine[0].slice(0, top, top + size).slice(1, left, left + size);
+    const auto unit_out = got[0] * std + mean;
+    CHECK((unit_out - cut).abs().max().item<double>() < 1e-5);
+
+    // Pixels: timm resizes in 8 bits, evax in float (as in "bicubic resize is close to PIL").
+    const auto got8 = unit_out.mul(255.0).round();
+    const auto want8 = (want * std + mean).mul(255.0).round();
+    const auto diff = (got8 - want8).abs();
+    const double max = diff.max().item<double>(), mean_diff = diff.mean().item<double>();
+    std::printf("timm eval %ldx%ld S=%ld crop_pct=%.3f: resize to %ldx%ld, box (%ld, %ld); "
+                "max %.0f, mean %.4f (8-bit units)\n",
+                long(h), long(w), long(size), crop_pct, long(rh), long(rw), long(top), long(left),
+                max, mean_diff);
+    CHECK(max <= 2.0);
+    CHECK(mean_diff < 0.5);
+  }
+  CHECK(cases == 15);
 }
 
 TEST_CASE("transforms: flip, centre crop, resize_shorter, normalise", "[transforms]") {
