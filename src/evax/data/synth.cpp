@@ -279,6 +279,19 @@ void fill_polygon(cv::Mat& mask, const std::vector<cv::Point2d>& uv, double s) {
   cv::fillPoly(mask, &ptr, &n, 1, cv::Scalar(255), cv::LINE_8, kShift);
 }
 
+// Diaphragm dome under a lung, (distance from the midline, v) from the costophrenic angle to the
+// medial edge: rises steeply from the angle, flat over the top.
+void add_diaphragm(const LungGeom& l, std::vector<cv::Point2d>* dv) {
+  constexpr int kDome = 24;
+  const double d_cp = l.d_lat - 0.01;
+  const double d_end = l.d_med + 0.02;
+  for (int i = 1; i <= kDome; ++i) {
+    const double t = static_cast<double>(i) / kDome;
+    dv->emplace_back(d_cp + t * (d_end - d_cp),
+                     l.v_cp - l.dome_h * std::sin(0.5 * kPi * std::min(t / 0.6, 1.0)));
+  }
+}
+
 // Lung outline in (u, v): rounded apex, lateral wall widening towards the base, diaphragm dome
 // rising steeply from a sharp costophrenic angle, straight medial edge.
 std::vector<cv::Point2d> lung_outline(const Anatomy& a, int k) {
@@ -291,26 +304,20 @@ std::vector<cv::Point2d> lung_outline(const Anatomy& a, int k) {
   const double b = v_mid - l.v_top;
   const double e = 2.0 / l.sexp;
   std::vector<cv::Point2d> dv;
-  constexpr int kArc = 48, kWall = 20, kDome = 24;
+  constexpr int kArc = 48, kWall = 20;
   for (int i = 0; i <= kArc; ++i) {
     const double th = kPi * (1.0 - static_cast<double>(i) / kArc);
     const double c = std::cos(th), sn = std::sin(th);
     const double d = d0 + (c < 0 ? -a_med : a_lat) * std::pow(std::abs(c), e);
     dv.emplace_back(d, v_mid - b * std::pow(std::abs(sn), e));
   }
-  const double d_cp = l.d_lat - 0.01;
   for (int i = 1; i <= kWall; ++i) {
     const double t = static_cast<double>(i) / kWall;
     const double bulge = std::sin(0.5 * kPi * std::min(1.0, t / 0.7));
     dv.emplace_back(d_upper + (l.d_lat - d_upper) * bulge - 0.01 * sq(std::max(0.0, t - 0.7) / 0.3),
                     v_mid + t * (l.v_cp - v_mid));
   }
-  const double d_end = l.d_med + 0.02;
-  for (int i = 1; i <= kDome; ++i) {
-    const double t = static_cast<double>(i) / kDome;
-    dv.emplace_back(d_cp + t * (d_end - d_cp),
-                    l.v_cp - l.dome_h * std::sin(0.5 * kPi * std::min(t / 0.6, 1.0)));
-  }
+  add_diaphragm(l, &dv);
   const double s = side_sign(k);
   for (auto& p : dv) p.x = a.cx + s * p.x;
   return dv;
@@ -506,11 +513,10 @@ cv::Mat1f draw_vessels(const Anatomy& a, uint64_t seed, uint32_t patient, int si
   return vessels;
 }
 
-// Bone layer: spine with darker disc spaces, posterior ribs (bright arcs), faint anterior ribs
-// and clavicles.
-cv::Mat1f draw_bones(const Anatomy& a, int size) {
+// Spine: vertebral bodies with a brighter cortical rim and darker disc spaces.
+void draw_spine(cv::Mat1f& bones, const Anatomy& a) {
+  const int size = bones.rows;
   const double s = size;
-  cv::Mat1f bones = cv::Mat1f::zeros(size, size);
   for (int y = 0; y < size; ++y) {
     const double v = (y + 0.5) / s;
     const double disc =
@@ -525,34 +531,48 @@ cv::Mat1f draw_bones(const Anatomy& a, int size) {
       }
     }
   }
-  for (int k = 0; k < 2; ++k) {
-    const double d_end = a.lung[k].d_lat + 0.04;
-    for (int i = 0; i < 10; ++i) {
-      const double v0 = a.rib_v0 + i * a.rib_dv;
-      const double beta = a.rib_beta * (1.0 + 0.04 * i);
-      const auto post = [&](double d) {
-        return v0 - a.rib_alpha * (d - 0.03) + beta * sq(d - 0.03);
-      };
-      draw_band(bones, a.cx, k, 0.035, d_end, post, a.rib_half, a.bone, 0.03, 0.02);
-      const double v_lat = post(a.lung[k].d_lat);
-      const double dl = a.lung[k].d_lat;
-      const auto ant = [&](double d) { return v_lat + a.ant_slope * (dl - d) - 0.3 * sq(dl - d); };
-      draw_band(bones, a.cx, k, 0.1, dl + 0.01, ant, a.rib_half * 0.9, 0.35 * a.bone, 0.06, 0.03);
-    }
-    const auto clav = [&](double d) {
-      const double t = (d - 0.02) / (a.clav_d_lat - 0.02);
-      return a.clav_v_med + (a.clav_v_lat - a.clav_v_med) * t + 0.012 * std::sin(2 * kPi * t);
+}
+
+// Ten ribs on side k: bright posterior arcs, each continued by a faint anterior part.
+void draw_ribs(cv::Mat1f& bones, const Anatomy& a, int k) {
+  const double d_end = a.lung[k].d_lat + 0.04;
+  for (int i = 0; i < 10; ++i) {
+    const double v0 = a.rib_v0 + i * a.rib_dv;
+    const double beta = a.rib_beta * (1.0 + 0.04 * i);
+    const auto post = [&](double d) {
+      return v0 - a.rib_alpha * (d - 0.03) + beta * sq(d - 0.03);
     };
-    draw_band(bones, a.cx, k, 0.02, a.clav_d_lat, clav, a.clav_half, 1.2 * a.bone, 0.01, 0.02);
+    draw_band(bones, a.cx, k, 0.035, d_end, post, a.rib_half, a.bone, 0.03, 0.02);
+    const double v_lat = post(a.lung[k].d_lat);
+    const double dl = a.lung[k].d_lat;
+    const auto ant = [&](double d) { return v_lat + a.ant_slope * (dl - d) - 0.3 * sq(dl - d); };
+    draw_band(bones, a.cx, k, 0.1, dl + 0.01, ant, a.rib_half * 0.9, 0.35 * a.bone, 0.06, 0.03);
+  }
+}
+
+void draw_clavicle(cv::Mat1f& bones, const Anatomy& a, int k) {
+  const auto clav = [&](double d) {
+    const double t = (d - 0.02) / (a.clav_d_lat - 0.02);
+    return a.clav_v_med + (a.clav_v_lat - a.clav_v_med) * t + 0.012 * std::sin(2 * kPi * t);
+  };
+  draw_band(bones, a.cx, k, 0.02, a.clav_d_lat, clav, a.clav_half, 1.2 * a.bone, 0.01, 0.02);
+}
+
+// Bone layer. Spine, then per side ribs before clavicle: the order the float densities add up in.
+cv::Mat1f draw_bones(const Anatomy& a, int size) {
+  cv::Mat1f bones = cv::Mat1f::zeros(size, size);
+  draw_spine(bones, a);
+  for (int k = 0; k < 2; ++k) {
+    draw_ribs(bones, a, k);
+    draw_clavicle(bones, a, k);
   }
   return bones;
 }
 
-// Renders one image. `plan` gives its patient.
-SynthSample render(const SynthOptions& o, const Plan& plan, size_t index) {
-  const int size = o.size;
-  const double s = size;
-  const double px = s / 256.0;  // pixel-sized effects scale with the image
+// ---- One image. Steps draw from their own streams, except those given `ir`, the image stream:
+// their call order fixes the output bytes.
+
+SynthSample new_sample(const Plan& plan, size_t index) {
   SynthSample out;
   out.index = index;
   out.id = format_id("synth_", 6, index);
@@ -560,230 +580,327 @@ SynthSample render(const SynthOptions& o, const Plan& plan, size_t index) {
   out.patient_id = format_id("P", 5, out.patient);
   out.visit = plan.visit[index];
   out.split = plan.split[out.patient];
+  return out;
+}
 
-  Anatomy a = sample_patient(o, plan.patient[index]);
-  out.sex = std::string(1, a.sex);
-  out.age = a.age;
-  Rng ir(stream_seed(o.seed, kImageStream, index));
-  jitter_anatomy(a, ir);
-  out.view = ir.uniform() < 0.8 ? "PA" : "AP";
-  if (out.view == "AP") {  // AP: clavicles project higher
+// PA or AP; AP projects the clavicles higher.
+std::string sample_view(Anatomy& a, Rng& ir) {
+  std::string view = ir.uniform() < 0.8 ? "PA" : "AP";
+  if (view == "AP") {
     a.clav_v_med -= 0.03;
     a.clav_v_lat -= 0.03;
   }
-  // Findings: one uniform per finding, always drawn, so prevalences act independently.
-  bool want[kSynthFindings];
-  {
-    Rng fr(stream_seed(o.seed, kFindingStream, index));
-    for (int f = 0; f < kSynthFindings; ++f) want[f] = fr.uniform() < o.prevalence[f];
-    want[kCardiomegaly] = a.cardiomegaly;
-  }
-  const auto geom_rng = [&](int f) {
-    return Rng(stream_seed(o.seed, kFindingGeomStream + static_cast<uint64_t>(f), index));
-  };
+  return view;
+}
 
-  // -- Binary geometry (before rotation).
-  const cv::Mat zeros = cv::Mat::zeros(size, size, CV_8U);
-  cv::Mat lung_poly[2] = {zeros.clone(), zeros.clone()};
-  std::vector<cv::Point2d> outline[2];
+using Findings = std::array<bool, kSynthFindings>;
+
+// One uniform per finding, always drawn, so prevalences act independently; cardiomegaly is the
+// patient's.
+Findings sample_findings(const SynthOptions& o, size_t index, const Anatomy& a) {
+  Findings want{};
+  Rng fr(stream_seed(o.seed, kFindingStream, index));
+  for (int f = 0; f < kSynthFindings; ++f) want[f] = fr.uniform() < o.prevalence[f];
+  want[kCardiomegaly] = a.cardiomegaly;
+  return want;
+}
+
+Rng finding_rng(const SynthOptions& o, int finding, size_t index) {
+  return Rng(stream_seed(o.seed, kFindingGeomStream + static_cast<uint64_t>(finding), index));
+}
+
+cv::Mat blank(int size) { return cv::Mat::zeros(size, size, CV_8U); }
+
+// Binary geometry of an image before rotation (CV_8U 0/255).
+struct Thorax {
+  std::vector<cv::Point2d> outline[2];  // lung outlines in (u, v)
+  cv::Mat lung_poly[2];                 // lung fields
+  cv::Mat heart;
+  cv::Mat medi;           // mediastinum outside the lungs: heart plus aortic knob
+  cv::Mat fluid;          // pleural effusion
+  cv::Mat lungs_side[2];  // aerated lung per side
+  cv::Mat lungs;          // both sides
+};
+
+void draw_lungs(const Anatomy& a, int size, Thorax* t) {
   for (int k = 0; k < 2; ++k) {
-    outline[k] = lung_outline(a, k);
-    fill_polygon(lung_poly[k], outline[k], s);
+    t->outline[k] = lung_outline(a, k);
+    t->lung_poly[k] = blank(size);
+    fill_polygon(t->lung_poly[k], t->outline[k], size);
   }
+}
+
+// Heart and mediastinum (the aortic knob sits above the heart on the patient's left); records
+// the cardiothoracic ratio.
+void draw_heart(const Anatomy& a, int size, Thorax* t, SynthParams* params) {
+  const double s = size;
   double heart_w = 0.0;
-  cv::Mat heart = zeros.clone();
-  fill_polygon(heart, heart_outline(a, &heart_w), s);
-  // Mediastinum outside the lungs: heart plus the aortic knob above it on the patient's left.
-  cv::Mat medi = heart.clone();
-  cv::circle(medi,
+  t->heart = blank(size);
+  fill_polygon(t->heart, heart_outline(a, &heart_w), s);
+  t->medi = t->heart.clone();
+  cv::circle(t->medi,
              fixed_pt((a.cx + a.lung[1].d_med + 0.02 - a.knob_r) * s - 0.5, a.knob_v * s - 0.5),
              static_cast<int>(std::lround(a.knob_r * s * (1 << kShift))), cv::Scalar(255),
              cv::FILLED, cv::LINE_8, kShift);
-  out.params.ctr = heart_w / (a.lung[0].d_lat + a.lung[1].d_lat);
-  out.params.heart_width_px = heart_w * s;
-  out.params.thorax_width_px = (a.lung[0].d_lat + a.lung[1].d_lat) * s;
+  params->ctr = heart_w / (a.lung[0].d_lat + a.lung[1].d_lat);
+  params->heart_width_px = heart_w * s;
+  params->thorax_width_px = (a.lung[0].d_lat + a.lung[1].d_lat) * s;
+}
 
-  // Effusion: fluid fills the lung base up to a meniscus that climbs the lateral wall.
-  cv::Mat fluid = zeros.clone();
-  if (want[kEffusion]) {
-    Rng r = geom_rng(kEffusion);
-    const int first = r.below(2);
-    const bool both = r.uniform() < 0.25;
-    for (int k = 0; k < 2; ++k) {
-      const double h = r.uniform(0.035, 0.12), men = r.uniform(0.03, 0.07);
-      if (k != first && !both) continue;
-      const LungGeom& l = a.lung[k];
-      const double level = l.v_cp - h;
-      const int y0 = std::max(0, static_cast<int>((level - men - 0.01) * s));
-      for (int y = y0; y < size; ++y) {
-        const double v = (y + 0.5) / s;
-        const uint8_t* lp = lung_poly[k].ptr<uint8_t>(y);
-        const uint8_t* mp = medi.ptr<uint8_t>(y);
-        uint8_t* fp = fluid.ptr<uint8_t>(y);
-        for (int x = 0; x < size; ++x) {
-          if (!lp[x] || mp[x]) continue;
-          const double d = side_sign(k) * ((x + 0.5) / s - a.cx);
-          const double t = clamp01((d - l.d_med) / (l.d_lat - l.d_med));
-          if (v > level - men * t * t) fp[x] = 255;
-        }
-      }
-      if (cv::countNonZero(fluid & lung_poly[k]) > 0) out.params.effusion_sides |= 1 << k;
-    }
-  }
-  cv::Mat lungs_side[2];  // aerated lung per side
-  for (int k = 0; k < 2; ++k) lungs_side[k] = lung_poly[k] & ~medi & ~fluid;
-  cv::Mat lungs = lungs_side[0] | lungs_side[1];
-
-  // Pneumothorax: the lung collapses towards its medial base, leaving an airy rim without
-  // markings along apex and lateral wall, bounded by a thin visceral pleural line.
-  cv::Mat ptx = zeros.clone();
-  cv::Mat1f pleura = cv::Mat1f::zeros(size, size);
-  double ptx_dark = 0.0, pleura_amp = 0.0;
-  if (want[kPneumothorax]) {
-    Rng r = geom_rng(kPneumothorax);
-    const int k = r.below(2);
-    const double f = r.uniform(0.6, 0.85);
-    ptx_dark = r.uniform(0.04, 0.07);
-    pleura_amp = r.uniform(0.5, 0.8);
-    const LungGeom& l = a.lung[k];
-    const cv::Point2d c(a.cx + side_sign(k) * (l.d_med + 0.15 * (l.d_lat - l.d_med)),
-                        l.v_cp - 0.9 * l.dome_h);
-    std::vector<cv::Point2d> inner = outline[k];
-    for (auto& p : inner) p = c + f * (p - c);
-    cv::Mat collapsed = zeros.clone();
-    fill_polygon(collapsed, inner, s);
-    ptx = lungs_side[k] & ~collapsed;
-    const std::vector<cv::Point> pts = to_fixed(inner, s);
-    cv::polylines(pleura, pts, true, cv::Scalar(1.0), 1, cv::LINE_8, kShift);
-    pleura.setTo(0.0, ~lungs_side[k] | ptx);  // keep the line on the lung side only
-    if (cv::countNonZero(ptx) > 0) out.params.pneumothorax_side = k;
-  }
-  const cv::Mat1f ptx_soft = blurred(to_float(ptx), 0.8 * px);
-
-  // Consolidation: cluster of blurred blobs with a patchy texture, clipped to one lung.
-  cv::Mat cons = zeros.clone();
-  cv::Mat1f cons_field = cv::Mat1f::zeros(size, size);
-  double cons_amp = 0.0;
-  if (want[kConsolidation]) {
-    Rng r = geom_rng(kConsolidation);
-    const cv::Mat1f patch = smooth_noise(r, size, 12);
-    cons_amp = r.uniform(0.25, 0.45);
-    const int k0 = r.below(2);
-    for (int attempt = 0; attempt < 8 && cv::countNonZero(cons) == 0; ++attempt) {
-      const int k = (k0 + attempt) % 2;
-      const cv::Mat allowed = lungs_side[k] & ~ptx;
-      cv::Point2d c;
-      if (!sample_disc(r, allowed, 0.02 * s, &c)) continue;
-      const int nblob = 3 + r.below(5);
-      std::vector<cv::Point3d> blobs;  // x, y, radius (pixels)
-      for (int b = 0; b < nblob; ++b)
-        blobs.emplace_back(c.x + 0.04 * s * r.normal(), c.y + 0.04 * s * r.normal(),
-                           r.uniform(0.025, 0.06) * s);
-      cons_field.setTo(0.0);
-      for (const auto& b : blobs) {
-        const int x0 = std::max(0, static_cast<int>(b.x - 3 * b.z));
-        const int x1 = std::min(size - 1, static_cast<int>(b.x + 3 * b.z));
-        const int y0 = std::max(0, static_cast<int>(b.y - 3 * b.z));
-        const int y1 = std::min(size - 1, static_cast<int>(b.y + 3 * b.z));
-        const double inv = 1.0 / (2.0 * b.z * b.z);
-        for (int y = y0; y <= y1; ++y)
-          for (int x = x0; x <= x1; ++x)
-            cons_field(y, x) += static_cast<float>(std::exp(-(sq(x - b.x) + sq(y - b.y)) * inv));
-      }
-      for (int y = 0; y < size; ++y)
-        for (int x = 0; x < size; ++x)
-          cons_field(y, x) *= static_cast<float>(0.75 + 0.25 * patch(y, x));
-      cons = (cons_field > 0.5) & allowed;
-      if (cv::countNonZero(cons) < static_cast<int>(2e-3 * s * s))
-        cons.setTo(0);
-      else
-        out.params.consolidation_side = k;
-    }
-  }
-
-  // Nodule: round opacity fully inside aerated lung.
-  cv::Point2d nodule_c;
-  double nodule_r = 0.0, nodule_amp = 0.0;
-  if (want[kNodule]) {
-    Rng r = geom_rng(kNodule);
-    const double rad = r.uniform(0.015, 0.04) * s;
-    nodule_amp = r.uniform(0.09, 0.2);
-    if (sample_disc(r, lungs & ~ptx, rad, &nodule_c)) nodule_r = rad;
-  }
-
-  // -- Density (attenuation-like, denser = larger).
-  cv::Mat1f body;
-  cv::Mat1f dens = body_density(a, size, &body);
-  // Air in the lungs: partial-volume edge plus a thicker air column in the lung's middle.
-  const cv::Mat1f lung_f = to_float(lungs);
-  const cv::Mat1f air_soft = blurred(lung_f, 1.1 * px);
-  cv::Mat1f deep;
-  {
-    cv::Mat1f small;
-    cv::resize(lung_f, small, cv::Size(size / 4, size / 4), 0, 0, cv::INTER_AREA);
-    cv::GaussianBlur(small, small, cv::Size(0, 0), 0.03 * s / 4, 0.03 * s / 4, cv::BORDER_CONSTANT);
-    cv::resize(small, deep, cv::Size(size, size), 0, 0, cv::INTER_LINEAR);
-  }
-  const cv::Mat1f fluid_soft = blurred(to_float(fluid), 2.5 * px);
-  Rng tr(stream_seed(o.seed, kTextureStream, index));
-  const cv::Mat1f texture = smooth_noise(tr, size, 20);
-  const double texture_amp = tr.uniform(0.015, 0.03);
-
-  const cv::Mat1f vessels = draw_vessels(a, o.seed, plan.patient[index], size);
-
-  for (int y = 0; y < size; ++y) {
-    float* dp = dens.ptr<float>(y);
+// Fluid in lung k below `level`, its meniscus climbing `men` up the lateral wall.
+void fill_effusion(const Anatomy& a, int k, double level, double men, Thorax* t) {
+  const int size = t->fluid.rows;
+  const double s = size;
+  const LungGeom& l = a.lung[k];
+  const int y0 = std::max(0, static_cast<int>((level - men - 0.01) * s));
+  for (int y = y0; y < size; ++y) {
+    const double v = (y + 0.5) / s;
+    const uint8_t* lp = t->lung_poly[k].ptr<uint8_t>(y);
+    const uint8_t* mp = t->medi.ptr<uint8_t>(y);
+    uint8_t* fp = t->fluid.ptr<uint8_t>(y);
     for (int x = 0; x < size; ++x) {
-      const double aer = air_soft(y, x) * (1.0 - fluid_soft(y, x));
-      const double no_ptx = 1.0 - ptx_soft(y, x);
+      if (!lp[x] || mp[x]) continue;
+      const double d = side_sign(k) * ((x + 0.5) / s - a.cx);
+      const double tl = clamp01((d - l.d_med) / (l.d_lat - l.d_med));
+      if (v > level - men * tl * tl) fp[x] = 255;
+    }
+  }
+}
+
+// Effusion: fluid fills the base of one lung (a quarter of the time both).
+void draw_effusion(const Anatomy& a, Rng r, Thorax* t, SynthParams* params) {
+  const int first = r.below(2);
+  const bool both = r.uniform() < 0.25;
+  for (int k = 0; k < 2; ++k) {
+    const double h = r.uniform(0.035, 0.12), men = r.uniform(0.03, 0.07);
+    if (k != first && !both) continue;
+    fill_effusion(a, k, a.lung[k].v_cp - h, men, t);
+    if (cv::countNonZero(t->fluid & t->lung_poly[k]) > 0) params->effusion_sides |= 1 << k;
+  }
+}
+
+// Aerated lung: the lung fields less mediastinum and fluid.
+void aerate(Thorax* t) {
+  for (int k = 0; k < 2; ++k) t->lungs_side[k] = t->lung_poly[k] & ~t->medi & ~t->fluid;
+  t->lungs = t->lungs_side[0] | t->lungs_side[1];
+}
+
+struct Pneumothorax {
+  cv::Mat mask;      // the airy rim
+  cv::Mat1f pleura;  // visceral pleural line
+  double dark = 0.0, pleura_amp = 0.0;
+};
+
+// Pneumothorax: the lung collapses towards its medial base, leaving an airy rim without
+// markings along apex and lateral wall, bounded by a thin visceral pleural line.
+void draw_pneumothorax(const Anatomy& a, const Thorax& t, Rng r, Pneumothorax* ptx,
+                       SynthParams* params) {
+  const int size = t.lungs.rows;
+  const double s = size;
+  const int k = r.below(2);
+  const double f = r.uniform(0.6, 0.85);
+  ptx->dark = r.uniform(0.04, 0.07);
+  ptx->pleura_amp = r.uniform(0.5, 0.8);
+  const LungGeom& l = a.lung[k];
+  const cv::Point2d c(a.cx + side_sign(k) * (l.d_med + 0.15 * (l.d_lat - l.d_med)),
+                      l.v_cp - 0.9 * l.dome_h);
+  std::vector<cv::Point2d> inner = t.outline[k];
+  for (auto& p : inner) p = c + f * (p - c);
+  cv::Mat collapsed = blank(size);
+  fill_polygon(collapsed, inner, s);
+  ptx->mask = t.lungs_side[k] & ~collapsed;
+  const std::vector<cv::Point> pts = to_fixed(inner, s);
+  cv::polylines(ptx->pleura, pts, true, cv::Scalar(1.0), 1, cv::LINE_8, kShift);
+  ptx->pleura.setTo(0.0, ~t.lungs_side[k] | ptx->mask);  // keep the line on the lung side only
+  if (cv::countNonZero(ptx->mask) > 0) params->pneumothorax_side = k;
+}
+
+struct Consolidation {
+  cv::Mat mask;
+  cv::Mat1f field;  // blob field; the mask is where it exceeds 0.5
+  double amp = 0.0;
+};
+
+// 3-7 Gaussian blobs scattered around c (pixels), summed into field.
+void blob_field(Rng& r, cv::Point2d c, cv::Mat1f& field) {
+  const int size = field.rows;
+  const double s = size;
+  const int nblob = 3 + r.below(5);
+  std::vector<cv::Point3d> blobs;  // x, y, radius (pixels)
+  for (int b = 0; b < nblob; ++b) {
+    // One draw per statement: argument order is unspecified in C++. This is the order GCC used
+    // (right to left), which the published seeds' files were made with.
+    const double radius = r.uniform(0.025, 0.06) * s;
+    const double dy = r.normal(), dx = r.normal();
+    blobs.emplace_back(c.x + 0.04 * s * dx, c.y + 0.04 * s * dy, radius);
+  }
+  field.setTo(0.0);
+  for (const auto& b : blobs) {
+    const int x0 = std::max(0, static_cast<int>(b.x - 3 * b.z));
+    const int x1 = std::min(size - 1, static_cast<int>(b.x + 3 * b.z));
+    const int y0 = std::max(0, static_cast<int>(b.y - 3 * b.z));
+    const int y1 = std::min(size - 1, static_cast<int>(b.y + 3 * b.z));
+    const double inv = 1.0 / (2.0 * b.z * b.z);
+    for (int y = y0; y <= y1; ++y)
+      for (int x = x0; x <= x1; ++x)
+        field(y, x) += static_cast<float>(std::exp(-(sq(x - b.x) + sq(y - b.y)) * inv));
+  }
+}
+
+// Consolidation: cluster of blurred blobs with a patchy texture, clipped to one lung (tried on
+// alternate sides until one is large enough).
+void draw_consolidation(const Thorax& t, const cv::Mat& ptx, Rng r, Consolidation* cons,
+                        SynthParams* params) {
+  const int size = t.lungs.rows;
+  const double s = size;
+  const cv::Mat1f patch = smooth_noise(r, size, 12);
+  cons->amp = r.uniform(0.25, 0.45);
+  const int k0 = r.below(2);
+  for (int attempt = 0; attempt < 8 && cv::countNonZero(cons->mask) == 0; ++attempt) {
+    const int k = (k0 + attempt) % 2;
+    const cv::Mat allowed = t.lungs_side[k] & ~ptx;
+    cv::Point2d c;
+    if (!sample_disc(r, allowed, 0.02 * s, &c)) continue;
+    blob_field(r, c, cons->field);
+    for (int y = 0; y < size; ++y)
+      for (int x = 0; x < size; ++x)
+        cons->field(y, x) *= static_cast<float>(0.75 + 0.25 * patch(y, x));
+    cons->mask = (cons->field > 0.5) & allowed;
+    if (cv::countNonZero(cons->mask) < static_cast<int>(2e-3 * s * s))
+      cons->mask.setTo(0);
+    else
+      params->consolidation_side = k;
+  }
+}
+
+struct Nodule {
+  cv::Point2d c;  // pixels, before rotation
+  double r = 0.0, amp = 0.0;  // r = 0: none
+};
+
+// Nodule: round opacity fully inside aerated lung; none when it fits nowhere.
+Nodule place_nodule(const Thorax& t, const cv::Mat& ptx, Rng r) {
+  const double s = t.lungs.rows;
+  Nodule n;
+  const double rad = r.uniform(0.015, 0.04) * s;
+  n.amp = r.uniform(0.09, 0.2);
+  if (sample_disc(r, t.lungs & ~ptx, rad, &n.c)) n.r = rad;
+  return n;
+}
+
+// Anti-aliased layers the density passes read.
+struct SoftLayers {
+  cv::Mat1f air;    // aerated lung, partial-volume edge
+  cv::Mat1f deep;   // thicker air column in the lung's middle
+  cv::Mat1f fluid;  // effusion
+  cv::Mat1f ptx;    // pneumothorax
+};
+
+SoftLayers soften(const Thorax& t, const cv::Mat& ptx, double px) {
+  const int size = t.lungs.rows;
+  const double s = size;
+  SoftLayers l;
+  const cv::Mat1f lung_f = to_float(t.lungs);
+  l.air = blurred(lung_f, 1.1 * px);
+  cv::Mat1f small;
+  cv::resize(lung_f, small, cv::Size(size / 4, size / 4), 0, 0, cv::INTER_AREA);
+  cv::GaussianBlur(small, small, cv::Size(0, 0), 0.03 * s / 4, 0.03 * s / 4, cv::BORDER_CONSTANT);
+  cv::resize(small, l.deep, cv::Size(size, size), 0, 0, cv::INTER_LINEAR);
+  l.fluid = blurred(to_float(t.fluid), 2.5 * px);
+  l.ptx = blurred(to_float(ptx), 0.8 * px);
+  return l;
+}
+
+// Lung markings: parenchymal texture (per image) and vessel trees (per patient).
+struct Markings {
+  cv::Mat1f texture, vessels;
+  double texture_amp = 0.0;
+};
+
+Markings lung_markings(const Anatomy& a, const SynthOptions& o, uint32_t patient, size_t index) {
+  Markings m;
+  Rng tr(stream_seed(o.seed, kTextureStream, index));
+  m.texture = smooth_noise(tr, o.size, 20);
+  m.texture_amp = tr.uniform(0.015, 0.03);
+  m.vessels = draw_vessels(a, o.seed, patient, o.size);
+  return m;
+}
+
+// Lung air with its markings, pneumothorax darkening, effusion and heart. One pass summing in
+// double: separate float passes would round differently.
+void add_lungs(cv::Mat1f& dens, const Anatomy& a, const SoftLayers& l, const Markings& m,
+               double ptx_dark, const cv::Mat& heart) {
+  for (int y = 0; y < dens.rows; ++y) {
+    float* dp = dens.ptr<float>(y);
+    for (int x = 0; x < dens.cols; ++x) {
+      const double aer = l.air(y, x) * (1.0 - l.fluid(y, x));
+      const double no_ptx = 1.0 - l.ptx(y, x);
       double d = dp[x];
-      d -= a.air * aer * (0.6 + 0.4 * std::min(1.0f, deep(y, x) * 1.4f));
-      d += aer * no_ptx * (a.vessel_amp * vessels(y, x) + texture_amp * texture(y, x));
-      d -= ptx_dark * ptx_soft(y, x);
-      d += 0.05 * fluid_soft(y, x) * air_soft(y, x);
+      d -= a.air * aer * (0.6 + 0.4 * std::min(1.0f, l.deep(y, x) * 1.4f));
+      d += aer * no_ptx * (a.vessel_amp * m.vessels(y, x) + m.texture_amp * m.texture(y, x));
+      d -= ptx_dark * l.ptx(y, x);
+      d += 0.05 * l.fluid(y, x) * l.air(y, x);
       d += 0.05 * heart.at<uint8_t>(y, x) / 255.0;
       dp[x] = static_cast<float>(d);
     }
   }
-  if (pleura_amp > 0.0) dens += pleura_amp * a.bone * blurred(pleura, 0.5 * px);
-  if (cons_amp > 0.0) {
-    for (int y = 0; y < size; ++y)
-      for (int x = 0; x < size; ++x)
-        dens(y, x) += static_cast<float>(cons_amp * a.air * smoothstep(0.3, 0.7, cons_field(y, x)) *
-                                         air_soft(y, x));
-  }
-  if (nodule_r > 0.0) {
-    const int x0 = std::max(0, static_cast<int>(nodule_c.x - nodule_r - 2));
-    const int x1 = std::min(size - 1, static_cast<int>(nodule_c.x + nodule_r + 2));
-    const int y0 = std::max(0, static_cast<int>(nodule_c.y - nodule_r - 2));
-    const int y1 = std::min(size - 1, static_cast<int>(nodule_c.y + nodule_r + 2));
+}
+
+void add_pleural_line(cv::Mat1f& dens, const Anatomy& a, const Pneumothorax& ptx, double px) {
+  if (ptx.pleura_amp > 0.0) dens += ptx.pleura_amp * a.bone * blurred(ptx.pleura, 0.5 * px);
+}
+
+void add_consolidation(cv::Mat1f& dens, const Anatomy& a, const Consolidation& c,
+                       const cv::Mat1f& air_soft) {
+  if (!(c.amp > 0.0)) return;
+  for (int y = 0; y < dens.rows; ++y)
+    for (int x = 0; x < dens.cols; ++x)
+      dens(y, x) += static_cast<float>(c.amp * a.air * smoothstep(0.3, 0.7, c.field(y, x)) *
+                                       air_soft(y, x));
+}
+
+void add_nodule(cv::Mat1f& dens, const Nodule& n) {
+  if (!(n.r > 0.0)) return;
+  const int size = dens.rows;
+  const int x0 = std::max(0, static_cast<int>(n.c.x - n.r - 2));
+  const int x1 = std::min(size - 1, static_cast<int>(n.c.x + n.r + 2));
+  const int y0 = std::max(0, static_cast<int>(n.c.y - n.r - 2));
+  const int y1 = std::min(size - 1, static_cast<int>(n.c.y + n.r + 2));
+  for (int y = y0; y <= y1; ++y)
+    for (int x = x0; x <= x1; ++x) {
+      const double rho = std::hypot(x - n.c.x, y - n.c.y);
+      const double cover = clamp01(n.r - rho + 0.5);
+      const double prof = std::sqrt(std::max(0.0, 1.0 - sq(std::min(rho, n.r) / n.r)));
+      dens(y, x) += static_cast<float>(n.amp * cover * (0.35 + 0.65 * prof));
+    }
+}
+
+// Breast shadows: rounded soft-tissue densities over both lung bases.
+void add_breasts(cv::Mat1f& dens, const Anatomy& a, const cv::Mat1f& body) {
+  if (!(a.breast_amp > 0.0)) return;
+  const int size = dens.rows;
+  const double s = size;
+  for (int k = 0; k < 2; ++k) {
+    const double bu = a.cx + side_sign(k) * a.breast_du;
+    const double bv = a.lung[k].v_cp + a.breast_dv;
+    const int y0 = std::max(0, static_cast<int>((bv - 0.13) * s));
+    const int y1 = std::min(size - 1, static_cast<int>((bv + 0.13) * s));
+    const int x0 = std::max(0, static_cast<int>((bu - 0.17) * s));
+    const int x1 = std::min(size - 1, static_cast<int>((bu + 0.17) * s));
     for (int y = y0; y <= y1; ++y)
       for (int x = x0; x <= x1; ++x) {
-        const double rho = std::hypot(x - nodule_c.x, y - nodule_c.y);
-        const double cover = clamp01(nodule_r - rho + 0.5);
-        const double prof = std::sqrt(std::max(0.0, 1.0 - sq(std::min(rho, nodule_r) / nodule_r)));
-        dens(y, x) += static_cast<float>(nodule_amp * cover * (0.35 + 0.65 * prof));
+        const double rr = std::hypot(((x + 0.5) / s - bu) / 0.16, ((y + 0.5) / s - bv) / 0.11);
+        if (rr < 1.0)
+          dens(y, x) +=
+              static_cast<float>(a.breast_amp * body(y, x) * (1.0 - smoothstep(0.75, 1.0, rr)));
       }
   }
-  // Breast shadows: rounded soft-tissue densities over both lung bases.
-  if (a.breast_amp > 0.0) {
-    for (int k = 0; k < 2; ++k) {
-      const double bu = a.cx + side_sign(k) * a.breast_du;
-      const double bv = a.lung[k].v_cp + a.breast_dv;
-      const int y0 = std::max(0, static_cast<int>((bv - 0.13) * s));
-      const int y1 = std::min(size - 1, static_cast<int>((bv + 0.13) * s));
-      const int x0 = std::max(0, static_cast<int>((bu - 0.17) * s));
-      const int x1 = std::min(size - 1, static_cast<int>((bu + 0.17) * s));
-      for (int y = y0; y <= y1; ++y)
-        for (int x = x0; x <= x1; ++x) {
-          const double rr = std::hypot(((x + 0.5) / s - bu) / 0.16, ((y + 0.5) / s - bv) / 0.11);
-          if (rr < 1.0)
-            dens(y, x) +=
-                static_cast<float>(a.breast_amp * body(y, x) * (1.0 - smoothstep(0.75, 1.0, rr)));
-        }
-    }
-  }
-  // Trachea: air column down to the carina.
+}
+
+// Trachea: air column down to the carina.
+void add_trachea(cv::Mat1f& dens, const Anatomy& a) {
+  const int size = dens.rows;
+  const double s = size;
   for (int y = 0; y < size; ++y) {
     const double v = (y + 0.5) / s;
     if (v >= a.carina_v) break;
@@ -793,84 +910,173 @@ SynthSample render(const SynthOptions& o, const Plan& plan, size_t index) {
       dens(y, x) -= static_cast<float>(0.12 * trach * clamp01((a.trachea_hw - du) * s + 0.5));
     }
   }
-  if (a.gastric) {
-    const double gu = a.cx + a.gastric_du;
-    const double gv = a.lung[1].v_cp - a.lung[1].dome_h + 0.03 + a.gastric_r;
-    for (int y = 0; y < size; ++y)
-      for (int x = 0; x < size; ++x) {
-        const double rr = std::hypot(((x + 0.5) / s - gu) / 1.4, (y + 0.5) / s - gv) * s;
-        dens(y, x) -= static_cast<float>(0.2 * clamp01(a.gastric_r * s - rr + 0.5) *
-                                         (1.0 - lung_poly[1].at<uint8_t>(y, x) / 255.0));
-      }
-  }
-  const cv::Mat1f bones = draw_bones(a, size);
-  dens += bones.mul(body);
+}
 
-  // -- Exposure: attenuation to display brightness, then positioning, detector blur and noise.
+// Gastric bubble under the left hemidiaphragm (image right), hidden where the lung overlaps.
+void add_gastric_bubble(cv::Mat1f& dens, const Anatomy& a, const cv::Mat& left_lung) {
+  if (!a.gastric) return;
+  const int size = dens.rows;
+  const double s = size;
+  const double gu = a.cx + a.gastric_du;
+  const double gv = a.lung[1].v_cp - a.lung[1].dome_h + 0.03 + a.gastric_r;
+  for (int y = 0; y < size; ++y)
+    for (int x = 0; x < size; ++x) {
+      const double rr = std::hypot(((x + 0.5) / s - gu) / 1.4, (y + 0.5) / s - gv) * s;
+      dens(y, x) -= static_cast<float>(0.2 * clamp01(a.gastric_r * s - rr + 0.5) *
+                                       (1.0 - left_lung.at<uint8_t>(y, x) / 255.0));
+    }
+}
+
+// Exposure: attenuation to display brightness with random contrast, gamma and window.
+void expose(cv::Mat1f& dens, Rng& ir) {
   const double k_exp = ir.uniform(1.3, 2.0);
   const double gamma = std::exp(0.12 * ir.normal());
   const double lo = ir.uniform(0.0, 0.06), hi = ir.uniform(0.9, 1.0);
   const double norm = 1.0 / (1.0 - std::exp(-k_exp * 1.25));
-  for (int y = 0; y < size; ++y) {
+  for (int y = 0; y < dens.rows; ++y) {
     float* dp = dens.ptr<float>(y);
-    for (int x = 0; x < size; ++x) {
+    for (int x = 0; x < dens.cols; ++x) {
       const double y0 = clamp01((1.0 - std::exp(-k_exp * std::max(0.0f, dp[x]))) * norm);
       dp[x] = static_cast<float>(lo + (hi - lo) * std::pow(y0, gamma));
     }
   }
+}
+
+// Patient positioning: rotation about the image centre and a shift.
+struct Positioning {
+  double rot = 0.0;  // degrees
+  cv::Point2d shift;
+  cv::Matx23d warp;
+};
+
+Positioning sample_positioning(Rng& ir, int size) {
+  const double s = size;
+  Positioning p;
   const double rot = 2.5 * ir.normal();
-  const cv::Point2d shift(0.015 * s * ir.normal(), 0.015 * s * ir.normal());
+  const double dy = ir.normal(), dx = ir.normal();  // one draw each, GCC's former order
+  const cv::Point2d shift(0.015 * s * dx, 0.015 * s * dy);
   const double cr = std::cos(rot * kPi / 180.0), sr = std::sin(rot * kPi / 180.0);
   const double ctr_px = 0.5 * s - 0.5;
-  cv::Matx23d warp(cr, -sr, ctr_px - cr * ctr_px + sr * ctr_px + shift.x,  //
-                   sr, cr, ctr_px - sr * ctr_px - cr * ctr_px + shift.y);
-  const auto warp_mask = [&](const cv::Mat& m) {
-    cv::Mat w;
-    cv::warpAffine(m, w, warp, m.size(), cv::INTER_NEAREST, cv::BORDER_CONSTANT, cv::Scalar(0));
-    return w;
-  };
-  cv::Mat1f img;
-  cv::warpAffine(dens, img, warp, dens.size(), cv::INTER_LINEAR, cv::BORDER_REPLICATE);
+  p.rot = rot;
+  p.shift = shift;
+  p.warp = cv::Matx23d(cr, -sr, ctr_px - cr * ctr_px + sr * ctr_px + shift.x,  //
+                       sr, cr, ctr_px - sr * ctr_px - cr * ctr_px + shift.y);
+  return p;
+}
+
+cv::Mat warp_mask(const cv::Mat& m, const cv::Matx23d& warp) {
+  cv::Mat w;
+  cv::warpAffine(m, w, warp, m.size(), cv::INTER_NEAREST, cv::BORDER_CONSTANT, cv::Scalar(0));
+  return w;
+}
+
+// Detector blur; returns its sigma.
+double detector_blur(cv::Mat1f& img, Rng& ir, double px) {
   const double blur = ir.uniform(0.4, 1.0) * px;
   cv::GaussianBlur(img, img, cv::Size(0, 0), blur, blur, cv::BORDER_REPLICATE);
+  return blur;
+}
+
+// Signal-dependent detector noise, clipped to [0, 1]; returns its sigma.
+double add_noise(cv::Mat1f& img, Rng& ir, Rng nr) {
   const double noise = ir.uniform(0.006, 0.02);
-  Rng nr(stream_seed(o.seed, kNoiseStream, index));
-  for (int y = 0; y < size; ++y) {
+  for (int y = 0; y < img.rows; ++y) {
     float* ip = img.ptr<float>(y);
-    for (int x = 0; x < size; ++x) {
+    for (int x = 0; x < img.cols; ++x) {
       const double val =
           ip[x] + noise * (0.6 + 0.6 * std::sqrt(std::max(0.0f, ip[x]))) * nr.normal();
       ip[x] = static_cast<float>(clamp01(val));
     }
   }
+  return noise;
+}
+
+// Labels from what the final (warped) masks show.
+void set_labels(const Anatomy& a, SynthSample* out) {
+  out->labels[kCardiomegaly] = a.cardiomegaly;
+  out->labels[kEffusion] = out->params.effusion_sides != 0;
+  out->labels[kPneumothorax] = cv::countNonZero(out->pneumothorax) > 0;
+  out->labels[kConsolidation] = cv::countNonZero(out->consolidation) > 0;
+  if (!out->labels[kPneumothorax]) out->params.pneumothorax_side = -1;
+  if (!out->labels[kConsolidation]) out->params.consolidation_side = -1;
+}
+
+// The nodule's box and label in the final image.
+void set_nodule(const Nodule& n, const cv::Matx23d& warp, int size, SynthSample* out) {
+  const cv::Point2d c(warp(0, 0) * n.c.x + warp(0, 1) * n.c.y + warp(0, 2),
+                      warp(1, 0) * n.c.x + warp(1, 1) * n.c.y + warp(1, 2));
+  // Box in pixel-edge coordinates (pixel j spans [j, j+1)): the disc's extent, rounded.
+  const int side = static_cast<int>(std::lround(2.0 * n.r));
+  const cv::Rect box(static_cast<int>(std::lround(c.x + 0.5 - n.r)),
+                     static_cast<int>(std::lround(c.y + 0.5 - n.r)), side, side);
+  out->nodule_box = box & cv::Rect(0, 0, size, size);
+  out->labels[kNodule] = !out->nodule_box.empty();
+  out->params.nodule_center = c;
+  out->params.nodule_radius = n.r;
+}
+
+// Renders one image. `plan` gives its patient.
+SynthSample render(const SynthOptions& o, const Plan& plan, size_t index) {
+  const int size = o.size;
+  const double s = size;
+  const double px = s / 256.0;  // pixel-sized effects scale with the image
+  SynthSample out = new_sample(plan, index);
+  const uint32_t patient = plan.patient[index];
+  Anatomy a = sample_patient(o, patient);
+  out.sex = std::string(1, a.sex);
+  out.age = a.age;
+  Rng ir(stream_seed(o.seed, kImageStream, index));
+  jitter_anatomy(a, ir);
+  out.view = sample_view(a, ir);
+  const Findings want = sample_findings(o, index, a);
+
+  // Binary geometry, before rotation.
+  Thorax t;
+  draw_lungs(a, size, &t);
+  draw_heart(a, size, &t, &out.params);
+  t.fluid = blank(size);
+  if (want[kEffusion]) draw_effusion(a, finding_rng(o, kEffusion, index), &t, &out.params);
+  aerate(&t);
+  Pneumothorax ptx{blank(size), cv::Mat1f::zeros(size, size)};
+  if (want[kPneumothorax])
+    draw_pneumothorax(a, t, finding_rng(o, kPneumothorax, index), &ptx, &out.params);
+  Consolidation cons{blank(size), cv::Mat1f::zeros(size, size)};
+  if (want[kConsolidation])
+    draw_consolidation(t, ptx.mask, finding_rng(o, kConsolidation, index), &cons, &out.params);
+  Nodule nodule;
+  if (want[kNodule]) nodule = place_nodule(t, ptx.mask, finding_rng(o, kNodule, index));
+
+  // Density (attenuation-like, denser = larger).
+  cv::Mat1f body;
+  cv::Mat1f dens = body_density(a, size, &body);
+  const SoftLayers soft = soften(t, ptx.mask, px);
+  add_lungs(dens, a, soft, lung_markings(a, o, patient, index), ptx.dark, t.heart);
+  add_pleural_line(dens, a, ptx, px);
+  add_consolidation(dens, a, cons, soft.air);
+  add_nodule(dens, nodule);
+  add_breasts(dens, a, body);
+  add_trachea(dens, a);
+  add_gastric_bubble(dens, a, t.lung_poly[1]);
+  const cv::Mat1f bones = draw_bones(a, size);
+  dens += bones.mul(body);
+
+  // Exposure, then positioning, detector blur and noise.
+  expose(dens, ir);
+  const Positioning pos = sample_positioning(ir, size);
+  cv::Mat1f img;
+  cv::warpAffine(dens, img, pos.warp, dens.size(), cv::INTER_LINEAR, cv::BORDER_REPLICATE);
+  out.params.blur_sigma = detector_blur(img, ir, px);
+  out.params.noise_sigma = add_noise(img, ir, Rng(stream_seed(o.seed, kNoiseStream, index)));
 
   out.image = img;
-  out.lungs = warp_mask(lungs);
-  out.heart = warp_mask(heart);
-  out.pneumothorax = warp_mask(ptx);
-  out.consolidation = warp_mask(cons);
-  out.labels[kCardiomegaly] = a.cardiomegaly;
-  out.labels[kEffusion] = out.params.effusion_sides != 0;
-  out.labels[kPneumothorax] = cv::countNonZero(out.pneumothorax) > 0;
-  out.labels[kConsolidation] = cv::countNonZero(out.consolidation) > 0;
-  if (!out.labels[kPneumothorax]) out.params.pneumothorax_side = -1;
-  if (!out.labels[kConsolidation]) out.params.consolidation_side = -1;
-  if (nodule_r > 0.0) {
-    const cv::Point2d c(warp(0, 0) * nodule_c.x + warp(0, 1) * nodule_c.y + warp(0, 2),
-                        warp(1, 0) * nodule_c.x + warp(1, 1) * nodule_c.y + warp(1, 2));
-    // Box in pixel-edge coordinates (pixel j spans [j, j+1)): the disc's extent, rounded.
-    const int side = static_cast<int>(std::lround(2.0 * nodule_r));
-    const cv::Rect box(static_cast<int>(std::lround(c.x + 0.5 - nodule_r)),
-                       static_cast<int>(std::lround(c.y + 0.5 - nodule_r)), side, side);
-    out.nodule_box = box & cv::Rect(0, 0, size, size);
-    out.labels[kNodule] = !out.nodule_box.empty();
-    out.params.nodule_center = c;
-    out.params.nodule_radius = nodule_r;
-  }
-  out.params.rotation_deg = rot;
-  out.params.shift_px = shift;
-  out.params.noise_sigma = noise;
-  out.params.blur_sigma = blur;
+  out.lungs = warp_mask(t.lungs, pos.warp);
+  out.heart = warp_mask(t.heart, pos.warp);
+  out.pneumothorax = warp_mask(ptx.mask, pos.warp);
+  out.consolidation = warp_mask(cons.mask, pos.warp);
+  set_labels(a, &out);
+  if (nodule.r > 0.0) set_nodule(nodule, pos.warp, size, &out);
+  out.params.rotation_deg = pos.rot;
+  out.params.shift_px = pos.shift;
   out.dicom = sample_dicom_variant(o.seed, index);
   return out;
 }
