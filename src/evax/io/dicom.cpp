@@ -7,6 +7,8 @@
 #include <dcmtk/dcmdata/dcitem.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcpixseq.h>
+#include <dcmtk/dcmdata/dcpxitem.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 #include <dcmtk/dcmjpeg/djdecode.h>
@@ -21,6 +23,7 @@
 #include <mutex>
 
 #include "evax/core/error.h"
+#include "evax/io/j2k.h"
 
 namespace evax {
 namespace {
@@ -199,6 +202,105 @@ bool is_color_photometric(const std::string& pi) {
   return pi == "RGB" || pi == "YBR_FULL" || pi == "YBR_FULL_422";
 }
 
+// JPEG 2000 Part 1 (DCMTK has no decoder for it; evax decodes it with OpenJPEG).
+bool is_jpeg2000(E_TransferSyntax xfer) {
+  return xfer == EXS_JPEG2000LosslessOnly || xfer == EXS_JPEG2000;
+}
+
+uint64_t read_le(const uint8_t* p, int bytes) {
+  uint64_t v = 0;
+  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+bool starts_j2k(const uint8_t* p, size_t n) {
+  static const uint8_t soc_siz[4] = {0xFF, 0x4F, 0xFF, 0x51};
+  static const uint8_t jp2[12] = {0x00, 0x00, 0x00, 0x0C, 0x6A, 0x50,
+                                  0x20, 0x20, 0x0D, 0x0A, 0x87, 0x0A};
+  return (n >= 4 && std::memcmp(p, soc_siz, 4) == 0) || (n >= 12 && std::memcmp(p, jp2, 12) == 0);
+}
+
+// The bytes of one frame of encapsulated pixel data (PS3.5 A.4): its fragments, found through
+// the Basic Offset Table, else one fragment per frame when the counts agree (as an Extended
+// Offset Table requires), else the fragments that start a JPEG 2000 codestream (SOC SIZ) or JP2
+// file. A Basic Offset Table whose offsets are not fragment starts is ignored.
+std::vector<uint8_t> encapsulated_frame(DcmElement* pixel, int frame, int frames,
+                                        const std::string& path) {
+  auto* pd = dynamic_cast<DcmPixelData*>(pixel);
+  if (!pd) fail(path, "pixel data (7fe0,0010) is not an encapsulated pixel data element");
+  E_TransferSyntax rep = EXS_Unknown;
+  const DcmRepresentationParameter* param = nullptr;
+  pd->getOriginalRepresentationKey(rep, param);
+  DcmPixelSequence* seq = nullptr;
+  if (pd->getEncapsulatedRepresentation(rep, param, seq).bad() || !seq)
+    fail(path, "encapsulated pixel data without a pixel sequence");
+  const unsigned long items = seq->card();
+  if (items < 2) fail(path, "encapsulated pixel data without fragments");
+
+  struct Fragment {
+    const uint8_t* data;
+    size_t size;
+    uint64_t offset;  // of its item tag, from the first fragment's item tag
+  };
+  std::vector<Fragment> frags;
+  uint64_t at = 0;
+  for (unsigned long i = 1; i < items; ++i) {
+    DcmPixelItem* item = nullptr;
+    Uint8* data = nullptr;
+    if (seq->getItem(item, i).bad() || !item) fail(path, "cannot read pixel fragment ", i);
+    const Uint32 len = item->getLength();
+    if (len > 0 && (item->getUint8Array(data).bad() || !data))
+      fail(path, "cannot read pixel fragment ", i);
+    frags.push_back({data, len, at});
+    at += 8 + static_cast<uint64_t>(len);
+  }
+  const size_t nf = frags.size();
+
+  // The first fragment of every frame.
+  std::vector<size_t> firsts;
+  DcmPixelItem* bot = nullptr;
+  Uint8* bot_data = nullptr;
+  if (seq->getItem(bot, 0).good() && bot && bot->getLength() == 4 * static_cast<Uint32>(frames) &&
+      bot->getUint8Array(bot_data).good() && bot_data) {
+    size_t k = 0;
+    for (int f = 0; f < frames; ++f) {
+      const uint64_t off = read_le(bot_data + 4 * f, 4);
+      while (k < nf && frags[k].offset < off) ++k;
+      if (k == nf || frags[k].offset != off || (f == 0 && k != 0) ||
+          (!firsts.empty() && k == firsts.back())) {
+        firsts.clear();
+        break;
+      }
+      firsts.push_back(k);
+    }
+  }
+  if (firsts.empty()) {
+    if (frames == 1) {
+      firsts = {0};
+    } else if (nf == static_cast<size_t>(frames)) {
+      for (size_t k = 0; k < nf; ++k) firsts.push_back(k);
+    } else if (nf > static_cast<size_t>(frames)) {
+      for (size_t k = 0; k < nf; ++k)
+        if (starts_j2k(frags[k].data, frags[k].size)) firsts.push_back(k);
+      if (firsts.size() != static_cast<size_t>(frames) || firsts[0] != 0)
+        fail(path, "cannot tell the ", nf, " pixel data fragments apart into ", frames,
+             " frames: no usable offset table and ", firsts.size(),
+             " fragments start a JPEG 2000 codestream");
+    } else {
+      fail(path, "pixel data holds ", nf, " fragment(s) for ", frames, " frames");
+    }
+  }
+  const size_t a = firsts[static_cast<size_t>(frame)];
+  const size_t b = static_cast<size_t>(frame) + 1 < firsts.size() ? firsts[frame + 1] : nf;
+  size_t total = 0;
+  for (size_t k = a; k < b; ++k) total += frags[k].size;
+  std::vector<uint8_t> bytes;
+  bytes.reserve(total);
+  for (size_t k = a; k < b; ++k)
+    if (frags[k].size) bytes.insert(bytes.end(), frags[k].data, frags[k].data + frags[k].size);
+  return bytes;
+}
+
 }  // namespace
 
 bool has_dicom_magic(const std::string& path) {
@@ -240,7 +342,9 @@ DicomPixels dicom_read(const std::string& path, const DicomOptions& options) {
     fail(path, "no pixel data (7fe0,0010)");
   }
 
-  if ((xf.isEncapsulated() && !DcmCodecList::canChangeCoding(xfer, EXS_LittleEndianExplicit)) ||
+  const bool j2k = is_jpeg2000(xfer);
+  if ((xf.isEncapsulated() && !j2k &&
+       !DcmCodecList::canChangeCoding(xfer, EXS_LittleEndianExplicit)) ||
       xfer == EXS_PrivateGE_LEI_WithBigEndianPixelData)
     fail(path, "unsupported transfer syntax ", out.transfer_syntax_uid, " (",
          out.transfer_syntax_name, ")");
@@ -287,7 +391,9 @@ DicomPixels dicom_read(const std::string& path, const DicomOptions& options) {
   if (out.samples_per_pixel == 3) {
     if (options.color == ColorPolicy::kReject)
       fail(path, "colour image (", out.photometric, ") rejected by the colour policy");
-    if (!is_color_photometric(out.photometric))
+    // YBR_ICT/YBR_RCT: the JPEG 2000 decoder inverts the colour transform, giving RGB.
+    if (!is_color_photometric(out.photometric) &&
+        !(j2k && (out.photometric == "YBR_ICT" || out.photometric == "YBR_RCT")))
       fail(path, "unsupported photometric interpretation ", out.photometric);
     if (out.bits_allocated == 1) fail(path, "colour image with BitsAllocated 1");
   }
@@ -295,9 +401,38 @@ DicomPixels dicom_read(const std::string& path, const DicomOptions& options) {
     fail(path, "frame ", options.frame, " requested but the file has ", out.frames, " frame(s)");
   out.frame = options.frame;
 
-  // Compressed pixel data: decode all frames to native little endian.
+  // JPEG 2000: the requested frame only, decoded by OpenJPEG into stored values.
   std::string photometric = out.photometric;  // what the decoded samples are
-  if (xf.isEncapsulated()) {
+  std::vector<int32_t> decoded;               // JPEG 2000 samples, colour-by-pixel
+  if (j2k) {
+    const std::vector<uint8_t> bytes = encapsulated_frame(pixel, out.frame, out.frames, path);
+    J2kImage img;
+    try {
+      img = j2k_decode(bytes.data(), bytes.size(),
+                       J2kExpect{out.cols, out.rows, out.samples_per_pixel});
+    } catch (const DataError& e) {
+      fail(path, "frame ", out.frame, ": ", e.what());
+    }
+    if (img.precision > out.bits_allocated)
+      fail(path, "frame ", out.frame, ": JPEG 2000 precision ", img.precision,
+           " exceeds BitsAllocated ", out.bits_allocated);
+    // The codestream's precision and signedness describe its samples. When the signedness
+    // differs from PixelRepresentation, the low `precision` bits are read as the data set says
+    // (pydicom's J2K sign correction); otherwise the values are used as decoded, even when the
+    // precision exceeds BitsStored (pydicom does not mask them either).
+    if (img.is_signed != out.is_signed) {
+      const int b = img.precision;
+      const int64_t mask = (int64_t{1} << b) - 1;
+      for (int32_t& v : img.samples) {
+        int64_t u = static_cast<int64_t>(v) & mask;
+        if (out.is_signed && ((u >> (b - 1)) & 1)) u -= int64_t{1} << b;
+        v = static_cast<int32_t>(u);
+      }
+    }
+    decoded = std::move(img.samples);
+    if (photometric == "YBR_ICT" || photometric == "YBR_RCT") photometric = "RGB";
+  } else if (xf.isEncapsulated()) {
+    // Other compressed pixel data: DCMTK decodes all frames to native little endian.
     const OFCondition c = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
     if (c.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit))
       fail(path, "cannot decode ", out.transfer_syntax_name, " pixel data: ",
@@ -308,7 +443,8 @@ DicomPixels dicom_read(const std::string& path, const DicomOptions& options) {
     if (out.samples_per_pixel == 3 && !is_color_photometric(photometric))
       fail(path, "decoder produced unsupported photometric interpretation ", photometric);
   }
-  const int planar = out.samples_per_pixel == 3
+  // Decoded JPEG 2000 samples are colour-by-pixel whatever PlanarConfiguration says.
+  const int planar = out.samples_per_pixel == 3 && !j2k
                          ? get_us(ds, DCM_PlanarConfiguration, "PlanarConfiguration", path, 0)
                          : 0;
   if (planar > 1) fail(path, "PlanarConfiguration ", planar, " is not 0 or 1");
@@ -319,7 +455,7 @@ DicomPixels dicom_read(const std::string& path, const DicomOptions& options) {
   SampleSource src;
   src.bits_allocated = out.bits_allocated;
   src.big_endian = !xf.isEncapsulated() && xf.isBigEndian();
-  {
+  if (!j2k) {
     Uint16* words = nullptr;
     Uint8* bytes = nullptr;
     if (pixel->getVR() == EVR_OW && pixel->getUint16Array(words).good() && words) {
@@ -332,7 +468,8 @@ DicomPixels dicom_read(const std::string& path, const DicomOptions& options) {
     }
     src.size = src.bytes ? pixel->getLength() : 0;
   }
-  if (pixel->getLength() == DCM_UndefinedLength) fail(path, "pixel data still encapsulated");
+  if (!j2k && pixel->getLength() == DCM_UndefinedLength)
+    fail(path, "pixel data still encapsulated");
 
   // 4:2:2 data keeps two luminance samples and one Cb/Cr pair per two pixels.
   const bool subsampled = photometric == "YBR_FULL_422" && !xf.isEncapsulated();
@@ -343,7 +480,7 @@ DicomPixels dicom_read(const std::string& path, const DicomOptions& options) {
   const uint64_t total_bits =
       frame_samples * static_cast<uint64_t>(out.frames) * static_cast<uint64_t>(out.bits_allocated);
   const uint64_t needed = (total_bits + 7) / 8;
-  if (src.size < needed)
+  if (!j2k && src.size < needed)
     fail(path, "pixel data holds ", src.size, " bytes, ", needed, " expected for ", out.frames,
          " frame(s) of ", out.rows, "x", out.cols, "x", out.samples_per_pixel, " at ",
          out.bits_allocated, " bits");
@@ -381,6 +518,18 @@ DicomPixels dicom_read(const std::string& path, const DicomOptions& options) {
   out.image.create(out.rows, out.cols, CV_32F);
   float* dst = out.image.ptr<float>();
   const uint64_t base = frame_samples * static_cast<uint64_t>(out.frame);
+  // Stored value of sample k of the frame, and f(i, stored value of pixel i) over a grayscale
+  // frame: from the native buffer, or from the JPEG 2000 decode.
+  auto sample = [&](uint64_t k) -> int64_t {
+    return j2k ? decoded[k] : layout.value(src.raw(base + k));
+  };
+  auto each_stored = [&](auto&& f) {
+    if (j2k) {
+      for (uint64_t i = 0; i < pixels; ++i) f(i, static_cast<int64_t>(decoded[i]));
+    } else {
+      for_each_stored(src, layout, base, pixels, f);
+    }
+  };
 
   if (out.samples_per_pixel == 3) {
     out.is_color = true;
@@ -396,11 +545,11 @@ DicomPixels dicom_read(const std::string& path, const DicomOptions& options) {
       }
       double y;
       if (ybr) {
-        y = static_cast<double>(layout.value(src.raw(base + at[0])));
+        y = static_cast<double>(sample(at[0]));
       } else {
-        y = 0.299 * static_cast<double>(layout.value(src.raw(base + at[0]))) +
-            0.587 * static_cast<double>(layout.value(src.raw(base + at[1]))) +
-            0.114 * static_cast<double>(layout.value(src.raw(base + at[2])));
+        y = 0.299 * static_cast<double>(sample(at[0])) +
+            0.587 * static_cast<double>(sample(at[1])) +
+            0.114 * static_cast<double>(sample(at[2]));
       }
       dst[i] = static_cast<float>(y);
     }
@@ -427,14 +576,14 @@ DicomPixels dicom_read(const std::string& path, const DicomOptions& options) {
     const auto [mn, mx] = std::minmax_element(lut.data.begin() + a, lut.data.begin() + b + 1);
     out.lo = *mn;
     out.hi = *mx;
-    for_each_stored(src, layout, base, pixels, [&](uint64_t i, int64_t s) {
+    each_stored([&](uint64_t i, int64_t s) {
       dst[i] = lut.data[lut_index(lut, static_cast<double>(s))];
     });
   } else {
     const double m = out.slope, q = out.intercept;
     out.lo = std::min(m * s_min + q, m * s_max + q);
     out.hi = std::max(m * s_min + q, m * s_max + q);
-    for_each_stored(src, layout, base, pixels, [&](uint64_t i, int64_t s) {
+    each_stored([&](uint64_t i, int64_t s) {
       dst[i] = static_cast<float>(m * static_cast<double>(s) + q);
     });
   }

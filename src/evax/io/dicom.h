@@ -9,6 +9,15 @@
 //      are present (v = slope * s + intercept), else v = s. [lo, hi] is the range of v over
 //      every s in [s_min, s_max] (the modality range of the stored bits);
 //   3. MONOCHROME1 is inverted over that range, v' = lo + hi - v, so that 1 = densest below.
+// JPEG 2000 (transfer syntaxes 1.2.840.10008.1.2.4.90 lossless and .91 lossy; DCMTK has no
+// codec for them) is decoded with OpenJPEG (io/j2k.h), one frame at a time: the frame's fragments
+// are found through the Basic or Extended Offset Table, else one fragment per frame, else the
+// fragments that start a codestream. The decoded samples are the stored values s of step 1, as
+// pydicom + pylibjpeg-openjpeg give them: when the codestream's signedness differs from
+// PixelRepresentation its low `precision` bits are read with the data set's signedness;
+// otherwise they are used as decoded, not masked to BitsStored (a codestream precision above
+// BitsStored is common). Steps 2 and 3 are the same as for native data; YBR_ICT/YBR_RCT decode
+// to RGB.
 // Colour images (RGB, YBR_FULL, YBR_FULL_422) become the BT.601 luminance
 // 0.299 R + 0.587 G + 0.114 B (for YBR this is the Y sample itself), with [lo, hi] the stored
 // range and no Modality LUT; ColorPolicy::kReject refuses them instead.
@@ -90,8 +99,9 @@ struct DicomPixels {
 
 /// Decodes one frame of the DICOM file at `path` (see the top of this file). Throws DataError
 /// naming the file for unreadable or malformed files, unsupported transfer syntaxes
-/// ("unsupported transfer syntax <UID> (<name>)"), missing or short pixel data, and colour
-/// under ColorPolicy::kReject; ConfigError for a negative frame. Thread-safe.
+/// ("unsupported transfer syntax <UID> (<name>)"), missing or short pixel data, damaged
+/// compressed data (JPEG 2000: OpenJPEG's message), and colour under ColorPolicy::kReject;
+/// ConfigError for a negative frame. Thread-safe.
 DicomPixels dicom_read(const std::string& path, const DicomOptions& options = {});
 
 /// Maps decoded values to [0,1] by the rule at the top of this file: VOI (when `use_voi` and
