@@ -31,7 +31,8 @@ struct RunArgs {
 
 /// Declares --config, --set, --run-dir and --log-level on a command's parser.
 void add_run_args(ArgParser& p, RunArgs& a);
-/// Loads `--config` (or `default_config` when empty) and applies every `--set`.
+/// Loads `--config` (or `default_config` when empty; UsageError when both are) and applies every
+/// `--set`.
 Config load_run_config(const RunArgs& a, const std::string& default_config);
 /// Creates the run directory, starts logging into its log.txt and writes the resolved config.yaml.
 std::string start_run(const RunArgs& a, const Config& cfg);

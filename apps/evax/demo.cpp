@@ -23,11 +23,12 @@ int cmd_demo(const Args& args) {
   if (!p.parse(args)) return 0;
   Config cfg = load_run_config(ra, "demo.yaml");
   ra.run_dir = run_dir_resolve(ra.run_dir, cfg.name());
-  SynthOptions so = synth_options_from_config(cfg.view("synth"));
+  cfg.apply_override("data.manifest=" + ra.run_dir + "/data/pretrain.csv");
+  // Before any work, and unknown keys before bad values: a typo never runs with defaults.
+  auto [so, plan] = cfg.decode_all([](Config& c) {
+    return std::make_pair(synth_options_from_config(c.view("synth")), pretrain_plan(c));
+  });
   so.out_dir = ra.run_dir + "/data";
-  cfg.apply_override("data.manifest=" + so.out_dir + "/pretrain.csv");
-  PretrainPlan plan = pretrain_plan(cfg);
-  cfg.reject_unknown();  // before any work: a typo never runs with defaults
   const std::string dir = start_run(ra, cfg);
 
   log_info("stage 1/2: synthetic chest X-rays (", so.n, " images at ", so.size, "x", so.size,

@@ -143,7 +143,8 @@ int cmd_launch(const Args& args) {
               "LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1 and MASTER_PORT (as torchrun sets them).\n"
               "A command that is not on PATH and has no '/' is an evax subcommand. If a rank\n"
               "fails, the others get SIGTERM, then SIGKILL after 5 s; launch exits with the\n"
-              "first failing rank's code (1 for a signal). SIGINT/SIGTERM are forwarded.");
+              "first failing rank's code (1 for a signal), preferring a rank's own failure over\n"
+              "the peer failures (code 4) it caused. SIGINT/SIGTERM are forwarded.");
   p.option("--nproc", &nproc, "N", "number of ranks").required();
   p.option("--master-port", &master_port, "P", "rendezvous port (0: pick a free one)");
   if (!p.parse(own)) return 0;
@@ -253,6 +254,16 @@ int cmd_launch(const Args& args) {
       c.running = false;
       --running;
       const bool ok = got == c.pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      // A rank that dies makes its peers fail with kDist, and a peer may be seen first: a rank
+      // that exited with another code on its own (the others die by launch's signal) is the cause.
+      const int peer_failure = static_cast<int>(ExitCode::kDist);
+      if (!ok && stopping && exit_code == peer_failure && WIFEXITED(status) &&
+          WEXITSTATUS(status) != peer_failure) {
+        failed_rank = c.rank;
+        exit_code = WEXITSTATUS(status);
+        log_error("launch: rank ", c.rank, " ", describe_status(status), " (the cause)");
+        continue;
+      }
       if (ok || stopping) {
         if (!ok) log_debug("launch: rank ", c.rank, " ", describe_status(status));
         continue;

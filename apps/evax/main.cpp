@@ -1,5 +1,6 @@
 // evax: one binary, one subcommand per file. Maps every error to one line and an exit code.
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <iostream>
 #include <string>
@@ -44,7 +45,50 @@ void print_help() {
     std::cout << "  " << name << std::string(12 - name.size(), ' ') << c.summary << "\n";
   }
   std::cout << "\n`evax <command> --help` shows a command's options.\n"
-               "exit codes: 0 ok, 1 internal error, 2 usage or config error, 3 data error\n";
+               "exit codes: 0 ok, 1 internal error, 2 usage or config error, 3 data error,\n"
+               "  4 distributed peer failure (a rank died, timed out or was unreachable),\n"
+               "  5 out of memory (GPU or host)\n";
+}
+
+// What to change when memory runs out.
+constexpr const char* kOomAdvice =
+    "; lower the batch size (data.loader.batch_size, per rank; --batch-size), the image size "
+    "(data.views.student_size/teacher_size; --image-size) or loader workers, or use bf16 "
+    "(bf16: true)";
+
+// LibTorch's out-of-memory errors: the CUDA caching allocator throws c10::OutOfMemoryError, the
+// CPU allocator and CUDA calls outside the allocator a plain c10::Error. Returns the useful part
+// of the message ("" when `e` is not about memory).
+std::string out_of_memory(const c10::Error& e) {
+  std::string msg = e.what_without_backtrace();
+  msg = msg.substr(0, msg.find('\n'));
+  if (dynamic_cast<const c10::OutOfMemoryError*>(&e) != nullptr) {
+    // "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79 GiB of
+    // which 1.2 GiB is free. Process ... (allocator statistics and hints)": keep the first three.
+    const auto free = msg.find(" is free.");
+    if (free != std::string::npos) msg = msg.substr(0, free + 9);
+    return "out of GPU memory: " + msg;
+  }
+  if (msg.find("DefaultCPUAllocator: can't allocate memory") != std::string::npos) {
+    // "... you tried to allocate 36028797018963968 bytes. Error code 12 (...)"
+    const std::string tried = "you tried to allocate ";
+    const auto at = msg.find(tried);
+    std::string what = "host memory";
+    if (at != std::string::npos) {
+      double bytes = std::atof(msg.c_str() + at + tried.size());
+      const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+      int u = 0;
+      while (bytes >= 1024 && u < 6) bytes /= 1024, ++u;
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.1f %s", bytes, units[u]);
+      what += std::string(" (tried to allocate ") + buf + ")";
+    }
+    return "out of " + what;
+  }
+  if (msg.find("CUDA error: out of memory") != std::string::npos ||
+      msg.find("CUBLAS_STATUS_ALLOC_FAILED") != std::string::npos)
+    return "out of GPU memory: " + msg;
+  return "";
 }
 
 }  // namespace
@@ -66,13 +110,24 @@ int main(int argc, char** argv) {
     std::cerr << "evax: error: " << e.what() << "\n";
     return static_cast<int>(e.exit_code());
   } catch (const c10::Error& e) {
+    const std::string oom = out_of_memory(e);
+    if (!oom.empty()) {
+      std::cerr << "evax: error: " << oom << kOomAdvice << "\n";
+      return static_cast<int>(evax::ExitCode::kOutOfMemory);
+    }
+    if (dynamic_cast<const c10::DistError*>(&e) != nullptr) {
+      // A c10d failure evax did not wrap in its DistError: still a peer or network problem.
+      std::string msg = e.what_without_backtrace();
+      std::cerr << "evax: error: distributed: " << msg.substr(0, msg.find('\n')) << "\n";
+      return static_cast<int>(evax::ExitCode::kDist);
+    }
     // A LibTorch check we did not anticipate: a bug on our side, shown without the backtrace.
     std::string msg = e.what_without_backtrace();
     std::cerr << "evax: internal error: " << msg.substr(0, msg.find('\n')) << "\n";
     return static_cast<int>(evax::ExitCode::kInternal);
   } catch (const std::bad_alloc&) {
-    std::cerr << "evax: error: out of memory\n";
-    return static_cast<int>(evax::ExitCode::kInternal);
+    std::cerr << "evax: error: out of host memory" << kOomAdvice << "\n";
+    return static_cast<int>(evax::ExitCode::kOutOfMemory);
   } catch (const std::exception& e) {
     // Anything not typed by evax is a bug: keep the message to its first line.
     std::string msg = e.what();

@@ -49,13 +49,14 @@ int cmd_pretrain(const Args& args) {
               "torchrun --no-python or srun for data parallelism (CPU ranks: gloo;\n"
               "GPUs: NCCL).");
   add_run_args(p, ra);
+  p.required("--config");  // no silent default: a pretraining run names its recipe
   p.option("--max-steps", &max_steps, "N", "stop after N optimizer steps (checkpointing there)");
   p.option("--resume", &resume, "auto|DIR", "continue from the newest valid checkpoint or DIR");
   if (!p.parse(args)) return 0;
-  Config cfg = load_run_config(ra, "pretrain/demo.yaml");
-  PretrainPlan plan = pretrain_plan(cfg);
+  Config cfg = load_run_config(ra, "");
+  // Before any work, and unknown keys before bad values: a typo never runs with defaults.
+  PretrainPlan plan = cfg.decode_all(pretrain_plan);
   plan.trainer.max_steps(max_steps).resume(resume);
-  cfg.reject_unknown();  // before any work: a typo never runs with defaults
 
   const DistEnv env = dist_env_from_environment();
   if (env.world_size > 1 && ra.run_dir.empty())

@@ -15,6 +15,8 @@ void add_run_args(ArgParser& p, RunArgs& a) {
 
 Config load_run_config(const RunArgs& a, const std::string& default_config) {
   std::string path = a.config;
+  if (path.empty() && default_config.empty())
+    raise<UsageError>("--config FILE is required (a YAML config under configs/)");
   if (path.empty()) {
     // Prefer the checkout's configs/ (cwd), then the one this binary was built from.
     path = "configs/" + default_config;

@@ -1,11 +1,16 @@
 // End-to-end checks of the `evax` binary: help, exit codes, one-line errors, run directories.
 #include <catch2/catch.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <sstream>
 
 #include "evax/core/files.h"
 #include "test_util.h"
@@ -20,19 +25,46 @@ struct Result {
   std::string out, err;
 };
 
-// Runs the evax binary with `args` (shell-quoted by the caller), capturing stdout and stderr.
-Result run(const std::string& args, const std::string& cwd = "") {
+// Runs the evax binary with `args` (shell-quoted by the caller), capturing stdout and stderr;
+// `env` ("A=1 B=2") is set for it.
+Result run(const std::string& args, const std::string& cwd = "", const std::string& env = "") {
   const char* bin = std::getenv("EVAX_BIN");
   REQUIRE(bin != nullptr);
   evax::test::TempDir tmp("cli");
-  std::string cmd = (cwd.empty() ? "" : "cd '" + cwd + "' && ") + "'" + bin + "' " + args + " >'" +
-                    (tmp / "out") + "' 2>'" + (tmp / "err") + "'";
+  std::string cmd = (cwd.empty() ? "" : "cd '" + cwd + "' && ") + env + " '" + bin + "' " + args +
+                    " >'" + (tmp / "out") + "' 2>'" + (tmp / "err") + "'";
   int st = std::system(cmd.c_str());
   Result r;
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   r.out = evax::read_file(tmp / "out");
   r.err = evax::read_file(tmp / "err");
   return r;
+}
+
+// A TCP port nobody listens on now (the kernel's pick for port 0).
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// The `loss` column of a metrics.csv's first row.
+std::string first_loss(const std::string& metrics_csv) {
+  std::istringstream in(evax::read_file(metrics_csv));
+  std::string header, row, h, v;
+  std::getline(in, header);
+  std::getline(in, row);
+  std::istringstream hs(header), rs(row);
+  while (std::getline(hs, h, ',') && std::getline(rs, v, ','))
+    if (h == "loss") return v;
+  return "<no loss column>";
 }
 
 size_t lines(const std::string& s) {
@@ -139,4 +171,116 @@ TEST_CASE("demo without --run-dir uses runs/<config>-<timestamp>") {
   for (auto& e : fs::directory_iterator(tmp / "runs"))
     found += e.path().filename().string().rfind("demo-", 0) == 0;
   CHECK(found == 1);
+}
+
+TEST_CASE("evax --help documents every exit code") {
+  Result r = run("--help");
+  CHECK(r.code == 0);
+  CHECK_THAT(r.out, Contains("3 data error") && Contains("4 distributed peer failure") &&
+                        Contains("5 out of memory"));
+}
+
+TEST_CASE("pretrain needs --config") {
+  Result r = run("pretrain");
+  CHECK(r.code == 2);
+  CHECK(lines(r.err) == 1);
+  CHECK_THAT(r.err, Contains("missing required option --config"));
+  r = run("pretrain --config ''");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Contains("--config needs a non-empty FILE"));
+  CHECK_THAT(run("pretrain --help").out, Contains("(required)"));
+}
+
+TEST_CASE("pretrain config holes: unknown keys first, empty manifest, loader options, seed") {
+  evax::test::TempDir tmp("holes");
+  const std::string cfg =
+      "pretrain --config '" + evax::test::source_path("configs/pretrain/demo.yaml") + "'";
+  const std::string manifest = " --set data.manifest='" + (tmp / "none.csv") + "'";
+  // Unknown keys are reported before any semantic check.
+  Result r = run(cfg + manifest + " --run-dir '" + (tmp / "r1") +
+                 "' --set target.kind=teacher --set target.checkpont=t.ckpt");
+  CHECK(r.code == 2);
+  CHECK(lines(r.err) == 1);
+  CHECK_THAT(r.err, Contains("unknown key `target.checkpont` (did you mean `target.checkpoint`?)"));
+  CHECK_FALSE(fs::exists(tmp / "r1"));
+  // An empty required path.
+  r = run(cfg + " --run-dir '" + (tmp / "r2") + "'");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Contains("`data.manifest` is empty"));
+  // A loader option the task cannot honour is rejected, not overwritten.
+  r = run(cfg + manifest + " --run-dir '" + (tmp / "r3") + "' --set data.loader.drop_last_batch=false");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Contains("`data.loader.drop_last_batch` = false") && Contains("partial batch"));
+  // data.loader.seed next to the run's seed (base.yaml has `seed: 0`) is valid: the run gets as
+  // far as reading the manifest.
+  r = run(cfg + manifest + " --run-dir '" + (tmp / "r4") + "' --set data.loader.seed=3");
+  CHECK(r.code == 3);
+  CHECK_THAT(r.err, !Contains("unknown key") && Contains("none.csv"));
+  // A key written twice in one file.
+  evax::write_file_atomic(tmp / "dup.yaml",
+                          "_base_: '" + evax::test::source_path("configs/pretrain/demo.yaml") +
+                              "'\ndata:\n  loader: {batch_size: 4}\n  loader: {batch_size: 8}\n");
+  r = run("pretrain --config '" + (tmp / "dup.yaml") + "'" + manifest);
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Contains("dup.yaml:4") && Contains("duplicate key `data.loader`") &&
+                        Contains("lines 3 and 4"));
+}
+
+TEST_CASE("pretrain honours data.loader.shuffle and data.loader.seed") {
+  evax::test::TempDir tmp("shuffle");
+  Result r = run("synth --out '" + (tmp / "data") + "' --n 12 --size 64 --seed 1 --no-dicom");
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  const std::string common =
+      "pretrain --config '" + evax::test::source_path("configs/pretrain/demo.yaml") +
+      "' --set data.manifest='" + (tmp / "data/pretrain.csv") +
+      "' --set data.views.student_size=64 --set data.views.teacher_size=64"
+      " --set masking.min_block=2 --set model.depth=1 --set data.loader.batch_size=2"
+      " --set data.loader.workers=0 --set train.log_every=1 --set threads=1 --max-steps 1"
+      " --set data.loader.seed=3";
+  r = run(common + " --run-dir '" + (tmp / "shuffled") + "'");
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  r = run(common + " --run-dir '" + (tmp / "ordered") + "' --set data.loader.shuffle=false");
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  // Same weights, masks and crops per image: only the images in the first batch differ.
+  const std::string a = first_loss(tmp / "shuffled/metrics.csv");
+  const std::string b = first_loss(tmp / "ordered/metrics.csv");
+  CHECK(a != "<no loss column>");
+  CHECK(a != b);
+}
+
+TEST_CASE("a rank whose peer is gone exits 4 (distributed peer failure)") {
+  evax::test::TempDir tmp("deadpeer");
+  const std::string env = "RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
+                          std::to_string(free_port());
+  Result r = run("pretrain --config '" + evax::test::source_path("configs/pretrain/demo.yaml") +
+                     "' --set data.manifest=m.csv --set dist.backend=store"
+                     " --set dist.timeout_s=1 --run-dir '" + (tmp / "run") + "'",
+                 "", env);
+  CHECK(r.code == 4);
+  CHECK_THAT(r.err, Contains("evax: error: rank 1"));
+}
+
+TEST_CASE("running out of memory exits 5 and says what to lower") {
+  evax::test::TempDir tmp("oom");
+  // A ViT at 268435456² pixels: its position embedding alone would take ~200 PB.
+  Result r = run("embed --model vit_tiny_patch16_224 --image-size 268435456 --input '" +
+                 (tmp / "none.png") + "' --out '" + (tmp / "out.safetensors") + "'");
+  CHECK(r.code == 5);
+  CHECK(lines(r.err) == 1);
+  CHECK_THAT(r.err, Contains("out of host memory") && Contains("batch size") &&
+                        Contains("bf16"));
+}
+
+TEST_CASE("launch returns a rank's own failure, not the peer failure it caused") {
+  // Rank 0 reports a peer failure (4) first; rank 1, the cause, exits 5 on its own.
+  Result r = run("launch --nproc 2 -- sh -c 'trap \"\" TERM; "
+                 "if [ $RANK = 0 ]; then sleep 0.3; exit 4; fi; sleep 1; exit 5'");
+  CHECK(r.code == 5);
+  CHECK_THAT(r.err, Contains("first failure: rank 1"));
+  // Only peer failures: the first one.
+  r = run("launch --nproc 2 -- sh -c 'if [ $RANK = 0 ]; then exit 4; fi; sleep 30'");
+  CHECK(r.code == 4);
 }

@@ -52,7 +52,7 @@ TEST_CASE("typed options, flags, repeatable options and positionals parse") {
   CHECK(o.sets == std::vector<std::string>{"a=1", "b=2"});
 }
 
-TEST_CASE("defaults stay when options are absent; -- ends options") {
+TEST_CASE("defaults stay when options are absent, -- ends options") {
   Opts o;
   auto p = make(o);
   REQUIRE(p.parse({"--out", "d", "--", "--weird-name.pt"}));
@@ -84,4 +84,43 @@ TEST_CASE("--help returns false and the text lists every option") {
   for (const char* s : {"usage: evax thing CKPT", "--out DIR", "(required)", "--n N",
                         "(default: 2000)", "--voi", "(repeatable)", "Does a thing."})
     CHECK_THAT(h, Contains(s));
+}
+
+TEST_CASE("numbers are plain decimals, blanks and hex are rejected") {
+  Opts o;
+  auto p = make(o);
+  REQUIRE(p.parse({"a.pt", "--out", "d", "--n", "010", "--lr", "-2.5e-1"}));
+  CHECK(o.n == 10);
+  CHECK(o.lr == Approx(-0.25));
+  CHECK_THAT(usage_error({"a.pt", "--out", "d", "--n", " 5"}), Contains("--n expects an integer"));
+  CHECK_THAT(usage_error({"a.pt", "--out", "d", "--n", "0x10"}), Contains("'0x10'"));
+  CHECK_THAT(usage_error({"a.pt", "--out", "d", "--lr", " 1"}), Contains("--lr expects a number"));
+  CHECK_THAT(usage_error({"a.pt", "--out", "d", "--lr", "0x1p3"}), Contains("--lr expects a number"));
+}
+
+TEST_CASE("a required option can be named after its declaration, empty counts as missing") {
+  std::string config;
+  int64_t steps = 0;
+  auto make_p = [&] {
+    ArgParser p("run", "Runs.");
+    p.option("--config", &config, "FILE", "config");
+    p.option("--steps", &steps, "N", "steps");
+    p.required("--config");
+    return p;
+  };
+  auto err = [&](std::vector<std::string> args) {
+    try {
+      make_p().parse(args);
+    } catch (const UsageError& e) {
+      return std::string(e.what());
+    }
+    return std::string("<no error>");
+  };
+  CHECK_THAT(err({"--steps", "3"}), Contains("missing required option --config"));
+  CHECK_THAT(err({"--config", ""}), Contains("--config needs a non-empty FILE"));
+  CHECK_THAT(err({"--config="}), Contains("--config needs a non-empty FILE"));
+  CHECK(err({"--config", "a.yaml"}) == "<no error>");
+  CHECK_THAT(make_p().help(), Contains("(required)"));
+  CHECK_THAT(usage_error({"", "--out", "d"}), Contains("CKPT must not be empty"));
+  CHECK_THAT(usage_error({"a.pt", "--out", ""}), Contains("--out needs a non-empty DIR"));
 }

@@ -117,7 +117,7 @@ TEST_CASE("unknown keys far from any valid key list the valid ones") {
                     Contains("valid keys here: name"));
 }
 
-TEST_CASE("unknown top-level sections are rejected; free-form sections are not") {
+TEST_CASE("unknown top-level sections are rejected, free-form sections are not") {
   Config c = Config::parse("model: {name: x}\nextra: {a: 1}\nnotes: {anything: 1}\n", "t.yaml");
   c.get<std::string>("model.name", "");
   c.mark_known("notes");
@@ -153,4 +153,121 @@ TEST_CASE("edit distance") {
   CHECK(evax::edit_distance("lrr", "lr") == 1);
   CHECK(evax::edit_distance("kitten", "sitting") == 3);
   CHECK(evax::edit_distance("", "abc") == 3);
+}
+
+TEST_CASE("a key repeated in one map is an error naming the file and both lines") {
+  std::string e = error_of([] { Config::parse("a: 1\nb:\n  c: 2\n  d: 3\n  c: 4\n", "dup.yaml"); });
+  CHECK_THAT(e, Contains("dup.yaml:5") && Contains("duplicate key `b.c`") &&
+                    Contains("lines 3 and 5"));
+  e = error_of([] { Config::parse("seed: 1\nmodel: {name: x}\nseed: 2\n", "top.yaml"); });
+  CHECK_THAT(e, Contains("top.yaml:3") && Contains("`seed`") && Contains("lines 1 and 3"));
+  e = error_of([] { Config::parse("d: {x: 1, x: 2}\n", "flow.yaml"); });
+  CHECK_THAT(e, Contains("flow.yaml:1") && Contains("`d.x`") && Contains("columns"));
+  e = error_of([] { Config::parse("l:\n  - {k: 1, k: 2}\n", "seq.yaml"); });
+  CHECK_THAT(e, Contains("`l[0].k`"));
+  CHECK_THROWS_AS(Config::parse("a: 1\na: 1\n", "same.yaml"), ConfigError);
+  // The same key in different maps, and --set over a file value, are fine.
+  Config c = Config::parse("a: {k: 1}\nb: {k: 2}\n", "ok.yaml");
+  c.apply_override("a.k=3");
+  c.apply_override("a.k=4");
+  CHECK(c.get<int>("a.k", 0) == 4);
+}
+
+TEST_CASE("integers are decimal, malformed ones name the path") {
+  Config c = Config::parse("a: 010\nb: -007\nc: 0x10\nd: 1e3\ne: '+5'\nf: 08\n", "int.yaml");
+  CHECK(c.get<int64_t>("a", 0) == 10);
+  CHECK(c.get<int>("b", 0) == -7);
+  CHECK(c.get<int>("e", 0) == 5);
+  CHECK(c.get<int>("f", 0) == 8);
+  CHECK_THAT(error_of([&] { c.get<int64_t>("c", 0); }),
+             Contains("int.yaml:3") && Contains("`c`") && Contains("an integer") &&
+                 Contains("'0x10'"));
+  CHECK_THAT(error_of([&] { c.get<int>("d", 0); }), Contains("`d`") && Contains("'1e3'"));
+  c.apply_override("g=012");
+  CHECK(c.get<int>("g", 0) == 12);
+  c.apply_override("h=' 5'");
+  CHECK_THAT(error_of([&] { c.get<int>("h", 0); }), Contains("`h`"));
+  c.apply_override("x=0x1p3");
+  CHECK_THAT(error_of([&] { c.get<double>("x", 0); }), Contains("a number"));
+  c.apply_override("y=1.5e-3");
+  CHECK(c.get<double>("y", 0) == Approx(1.5e-3));
+}
+
+TEST_CASE("a required string must not be empty") {
+  Config c = Config::parse("data:\n  manifest: ''\n  split: train\n", "req.yaml");
+  CHECK_THAT(error_of([&] { c.require<std::string>("data.manifest"); }),
+             Contains("req.yaml:2") && Contains("`data.manifest` is empty"));
+  CHECK(c.require<std::string>("data.split") == "train");
+  c.apply_override("data.manifest=");  // --set k=: missing or empty, an error either way
+  CHECK_THAT(error_of([&] { c.require<std::string>("data.manifest"); }),
+             Contains("`data.manifest`"));
+  CHECK_THROWS_AS(c.require<std::string>("data.manifest"), ConfigError);
+}
+
+namespace {
+struct Target {
+  std::string kind, checkpoint;
+  int64_t depth = 0;
+};
+Target decode_target(Config& c) {
+  Target t;
+  auto v = c.view("target");
+  t.kind = v.get<std::string>("kind", "pixels");
+  t.checkpoint = v.get<std::string>("checkpoint", "");
+  v.check("checkpoint", t.kind != "teacher" || !t.checkpoint.empty(),
+          "target kind teacher needs a teacher checkpoint");
+  t.depth = v.get<int64_t>("depth", 0);
+  v.check("depth", t.depth >= 0, "must be >= 0");
+  return t;
+}
+}  // namespace
+
+TEST_CASE("decode_all reports unknown keys before any value error") {
+  Config c = Config::parse("target:\n  kind: teacher\n", "t.yaml");
+  c.apply_override("target.checkpont=t.ckpt");
+  c.apply_override("target.depth=-1");
+  std::string e = error_of([&] { c.decode_all(decode_target); });
+  CHECK_THAT(e, Contains("unknown key `target.checkpont`") &&
+                    Contains("did you mean `target.checkpoint`"));
+  // Wrong types and missing required keys wait for the unknown keys too (here the decoder stops
+  // at the first check, before it asked for target.depth or data.manifest).
+  Config d = Config::parse("target: {kind: teacher, depth: abc}\nzzz: 1\n", "d.yaml");
+  e = error_of([&] {
+    d.decode_all([](Config& x) {
+      decode_target(x);
+      return x.require<std::string>("data.manifest");
+    });
+  });
+  CHECK_THAT(e, Contains("unknown key `zzz`"));
+}
+
+TEST_CASE("decode_all raises the first value error once the keys are valid") {
+  Config c = Config::parse("target: {kind: teacher, depth: -1}\n", "t.yaml");
+  std::string e = error_of([&] { c.decode_all(decode_target); });
+  CHECK_THAT(e, Contains("needs a teacher checkpoint"));  // first in decoding order
+  CHECK_THROWS_AS(c.decode_all(decode_target), ConfigError);
+  Config d = Config::parse("target: {kind: pixels, depth: abc}\n", "d.yaml");
+  CHECK_THAT(error_of([&] { d.decode_all(decode_target); }),
+             Contains("`target.depth`") && Contains("an integer"));
+  // Any evax error the decoder throws waits for the unknown keys; its own error comes next.
+  auto throws_early = [](Config& x) -> int {
+    x.get<std::string>("target.kind", "");
+    if (x.has("target.kind")) throw evax::DataError("downstream");
+    x.get<int64_t>("target.depth", 0);
+    return 0;
+  };
+  Config f = Config::parse("target: {kind: teacher, deptj: 1}\n", "f.yaml");
+  CHECK_THAT(error_of([&] { f.decode_all(throws_early); }),
+             Contains("unknown key `target.deptj`") && Contains("did you mean `target.depth`"));
+  Config f2 = Config::parse("target: {kind: teacher, depth: 1}\n", "f2.yaml");
+  CHECK_THROWS_AS(f2.decode_all(throws_early), evax::DataError);
+  // Valid: the result comes back and the config stays strict.
+  Config g = Config::parse("target: {kind: teacher, checkpoint: t.ckpt, depth: 2}\n", "g.yaml");
+  Target t = g.decode_all(decode_target);
+  CHECK(t.checkpoint == "t.ckpt");
+  CHECK(t.depth == 2);
+  CHECK_THROWS_AS(g.check("target.depth", false, "x"), ConfigError);
+  CHECK_THROWS_AS(g.require<std::string>("target.none"), ConfigError);
+  Config h = Config::parse("target: {kind: pixels}\nextra: 1\n", "h.yaml");
+  CHECK_THAT(error_of([&] { h.decode_all(decode_target); }), Contains("unknown key `extra`"));
 }

@@ -1,5 +1,6 @@
 #include "evax/core/cli.h"
 
+#include <cctype>
 #include <iostream>
 #include <limits>
 #include <sstream>
@@ -10,6 +11,12 @@
 namespace evax {
 
 namespace {
+// std::stoll/stod skip leading blanks and take "0x" (stod); an option value is a plain decimal.
+bool plain_number(const std::string& v) {
+  return !v.empty() && !std::isspace(static_cast<unsigned char>(v[0])) &&
+         v.find_first_of("xX") == std::string::npos;
+}
+
 template <class A>
 A make_arg(const std::string& name, const std::string& metavar, const std::string& help,
            const std::string& default_text) {
@@ -49,7 +56,8 @@ ArgParser& ArgParser::option(const std::string& name, int64_t* out, const std::s
   a.set = [this, out, name](const std::string& v) {
     size_t used = 0;
     try {
-      *out = std::stoll(v, &used);
+      if (!plain_number(v)) throw std::invalid_argument(v);
+      *out = std::stoll(v, &used, 10);
     } catch (const std::exception&) {
       used = std::string::npos;
     }
@@ -67,6 +75,7 @@ ArgParser& ArgParser::option(const std::string& name, double* out, const std::st
   a.set = [this, out, name](const std::string& v) {
     size_t used = 0;
     try {
+      if (!plain_number(v)) throw std::invalid_argument(v);
       *out = std::stod(v, &used);
     } catch (const std::exception&) {
       used = std::string::npos;
@@ -106,6 +115,16 @@ ArgParser& ArgParser::positional(const std::string& name, std::string* out,
 ArgParser& ArgParser::required() {
   EVAX_ASSERT(!args_.empty());
   args_.back().is_required = true;
+  return *this;
+}
+
+ArgParser& ArgParser::required(const std::string& name) {
+  for (auto& a : args_)
+    if (a.name == name && !a.is_flag) {
+      a.is_required = true;
+      return *this;
+    }
+  EVAX_ASSERT(false, "required(", name, "): no such option");
   return *this;
 }
 
@@ -159,10 +178,13 @@ bool ArgParser::parse(const std::vector<std::string>& argv) {
         if (i + 1 >= argv.size()) fail(name + " needs a value " + arg->metavar);
         value = argv[++i];
       }
+      if (arg->is_required && value.empty()) fail(name + " needs a non-empty " + arg->metavar);
       arg->set(value);
       continue;
     }
     if (next_positional >= positionals.size()) fail("unexpected argument '" + tok + "'");
+    if (positionals[next_positional]->is_required && tok.empty())
+      fail("argument " + positionals[next_positional]->name + " must not be empty");
     positionals[next_positional]->seen = true;
     positionals[next_positional++]->set(tok);
   }

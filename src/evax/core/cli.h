@@ -30,8 +30,10 @@ class ArgParser {
                     const std::string& metavar, const std::string& help);
   ArgParser& flag(const std::string& name, bool* out, const std::string& help);
   ArgParser& positional(const std::string& name, std::string* out, const std::string& help);
-  /// Makes the last declared option or positional mandatory.
+  /// Makes the last declared option or positional mandatory (an empty value counts as missing).
   ArgParser& required();
+  /// Makes the named, already declared option mandatory (e.g. one a shared helper declared).
+  ArgParser& required(const std::string& name);
 
   /// Parses `args` (without the program and command names). Returns false when --help was
   /// printed to stdout. Throws UsageError on bad input.

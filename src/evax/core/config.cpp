@@ -1,6 +1,7 @@
 #include "evax/core/config.h"
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -68,6 +69,33 @@ void record_origins(const YAML::Node& n, const std::string& prefix, const std::s
   }
 }
 
+// yaml-cpp keeps every entry of a key repeated in one map (lookups then see one of them, silently):
+// a repeated key is an error naming both lines.
+void reject_duplicates(const YAML::Node& n, const std::string& prefix, const std::string& file) {
+  if (n.IsMap()) {
+    std::map<std::string, YAML::Mark> seen;
+    for (const auto& kv : n) {
+      if (!kv.first.IsScalar()) continue;
+      const std::string path = join(prefix, kv.first.Scalar());
+      const YAML::Mark m = kv.first.Mark();
+      auto [it, fresh] = seen.emplace(kv.first.Scalar(), m);
+      if (!fresh) {
+        const YAML::Mark& f = it->second;
+        const std::string where =
+            f.line == m.line ? str_cat("line ", m.line + 1, ", columns ", f.column + 1, " and ",
+                                       m.column + 1)
+                             : str_cat("lines ", f.line + 1, " and ", m.line + 1);
+        raise<ConfigError>(file, ":", m.line + 1, ": duplicate key `", path, "` (", where,
+                           "); a key may appear once per map");
+      }
+      reject_duplicates(kv.second, path, file);
+    }
+  } else if (n.IsSequence()) {
+    for (size_t i = 0; i < n.size(); ++i)
+      reject_duplicates(n[i], prefix + "[" + std::to_string(i) + "]", file);
+  }
+}
+
 std::string render(const YAML::Node& n) {
   if (!n.IsDefined()) return "<absent>";
   if (n.IsScalar()) return n.Scalar();
@@ -122,6 +150,7 @@ class ConfigLoader {
     }
     if (own.IsNull() || !own.IsDefined()) own.reset(YAML::Node(YAML::NodeType::Map));
     if (!own.IsMap()) raise<ConfigError>(shown, ": the top level of a config must be a map");
+    reject_duplicates(own, "", shown);
 
     chain->push_back(canon);
     YAML::Node acc(YAML::NodeType::Map);
@@ -248,9 +277,22 @@ void Config::type_error(const std::string& path, const YAML::Node& n,
   raise<ConfigError>(origin(path), ": `", path, "`: expected ", expected, ", got '", render(n), "'");
 }
 
+void Config::fail(const ConfigError& e) const {
+  if (!probe_) throw e;
+}
+
+void Config::require_failed(const std::string& path, bool empty) const {
+  if (empty)
+    fail(ConfigError(str_cat(origin(path), ": `", path,
+                             "` is empty: it is required, give it a value")));
+  else
+    fail(ConfigError(str_cat("config", name_.empty() ? "" : " '" + name_ + "'",
+                             ": missing required key `", path, "`")));
+}
+
 void Config::check(const std::string& path, bool ok, const std::string& what) const {
   if (ok) return;
-  raise<ConfigError>(origin(path), ": `", path, "` = ", render(find(path)), ": ", what);
+  fail(ConfigError(str_cat(origin(path), ": `", path, "` = ", render(find(path)), ": ", what)));
 }
 
 void Config::reject_unknown() const {
@@ -318,12 +360,15 @@ bool decode_scalar(const YAML::Node& n, bool* out) {
   }
 }
 
+// Decimal only: "010" is ten (YAML 1.2), "0x10", " 5", "1e3" and "5 " are not integers.
 bool decode_scalar(const YAML::Node& n, int64_t* out) {
   if (!n.IsScalar()) return false;
   const std::string& s = n.Scalar();
+  const size_t digits = !s.empty() && (s[0] == '-' || s[0] == '+') ? 1 : 0;
+  if (s.size() <= digits || !std::isdigit(static_cast<unsigned char>(s[digits]))) return false;
   try {
     size_t used = 0;
-    long long v = std::stoll(s, &used, 0);
+    long long v = std::stoll(s, &used, 10);
     if (used != s.size()) return false;
     *out = v;
     return true;
@@ -344,6 +389,10 @@ bool decode_scalar(const YAML::Node& n, int* out) {
 bool decode_scalar(const YAML::Node& n, double* out) {
   if (!n.IsScalar()) return false;
   const std::string& s = n.Scalar();
+  // No leading blanks, no hexadecimal ("0x1p3"): decimal numbers, inf and nan only.
+  if (s.empty() || std::isspace(static_cast<unsigned char>(s[0])) ||
+      s.find_first_of("xX") != std::string::npos)
+    return false;
   try {
     size_t used = 0;
     double v = std::stod(s, &used);

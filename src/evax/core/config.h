@@ -7,6 +7,9 @@
 //   double lr = cfg.get<double>("optimizer.lr", 1.5e-3);
 //   cfg.check("optimizer.lr", lr > 0, "must be > 0");
 //   cfg.reject_unknown();  // after every decoder ran
+//
+// Commands decode through decode_all, which reports unknown keys before any value error:
+//   Plan plan = cfg.decode_all([](Config& c) { return plan_from_config(c); });
 #pragma once
 
 #include <yaml-cpp/yaml.h>
@@ -15,6 +18,8 @@
 #include <map>
 #include <set>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "evax/core/error.h"
@@ -58,7 +63,7 @@ class Config {
   /// Value at a dotted path, or `fallback` when absent. Records the key as known.
   template <class T>
   T get(const std::string& path, const T& fallback);
-  /// Value at a dotted path; ConfigError when absent.
+  /// Value at a dotted path; ConfigError when absent, null or (for strings) empty.
   template <class T>
   T require(const std::string& path);
   /// True when the dotted path is present (also records it as known).
@@ -69,6 +74,14 @@ class Config {
   void mark_known(const std::string& path);
   /// Raises a ConfigError for the first key that no decoder asked for, with the closest valid key.
   void reject_unknown() const;
+  /// Runs `decode(*this)` (reads every key through its argument with get/require/has, validates
+  /// with check) and returns its result, then reject_unknown(): unknown keys are reported before
+  /// any value error. When `decode` stops at an evax::Error (a failed check, a wrong type, a
+  /// missing key) it has not asked for every key yet; the keys it would ask for on the defaults
+  /// (`decode` run once more on an empty config, where checks and required keys do not throw and
+  /// required keys read as T{}) are added, and an unknown key among the rest is raised instead.
+  template <class F>
+  std::decay_t<std::invoke_result_t<F&, Config&>> decode_all(F&& decode);
 
   ConfigView view(const std::string& prefix = "") { return ConfigView(this, prefix); }
   /// The resolved tree as YAML text (what `config.yaml` in a run directory holds).
@@ -86,12 +99,16 @@ class Config {
   template <class T>
   T decode(const std::string& path, const YAML::Node& n) const;
   void note_known(const std::string& path);
+  /// Throws `e`, except on a probe.
+  void fail(const ConfigError& e) const;
+  void require_failed(const std::string& path, bool empty) const;
 
   YAML::Node root_;
   std::map<std::string, std::string> origins_;
   std::set<std::string> known_;
   std::set<std::string> free_;
   std::string name_;
+  bool probe_ = false;  // decode_all's key-collecting run on defaults: fail() does not throw
 
   friend class ConfigLoader;
 };
@@ -153,10 +170,40 @@ template <class T>
 T Config::require(const std::string& path) {
   note_known(path);
   YAML::Node n = find(path);
-  if (!n.IsDefined() || n.IsNull())
-    raise<ConfigError>("config", name_.empty() ? "" : " '" + name_ + "'", ": missing required key `",
-                       path, "`");
-  return decode<T>(path, n);
+  if (!n.IsDefined() || n.IsNull()) {
+    require_failed(path, false);
+    return T{};
+  }
+  T v = decode<T>(path, n);
+  if constexpr (std::is_same_v<T, std::string>)
+    if (v.empty()) require_failed(path, true);
+  return v;
+}
+
+template <class F>
+std::decay_t<std::invoke_result_t<F&, Config&>> Config::decode_all(F&& decode) {
+  using R = std::decay_t<std::invoke_result_t<F&, Config&>>;
+  auto run = [&]() -> R {
+    try {
+      return decode(*this);
+    } catch (const Error&) {
+      // Keys past the failure point were never asked for: learn them from a run on the defaults,
+      // which are valid by design (checks and missing required keys do not throw there).
+      Config probe;
+      probe.probe_ = true;
+      try {
+        decode(probe);
+      } catch (...) {  // keep what it asked for up to there
+      }
+      known_.insert(probe.known_.begin(), probe.known_.end());
+      free_.insert(probe.free_.begin(), probe.free_.end());
+      reject_unknown();
+      throw;
+    }
+  };
+  R out = run();
+  reject_unknown();
+  return out;
 }
 
 template <class T>

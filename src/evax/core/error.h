@@ -8,12 +8,15 @@
 
 namespace evax {
 
-/// Process exit codes shared by every command.
+/// Process exit codes shared by every command (`evax --help` and the README list them; launchers
+/// and SLURM scripts tell a bug from a resource problem by them).
 enum class ExitCode : int {
   kOk = 0,
-  kInternal = 1,  ///< a bug in evax (failed invariant, unexpected exception)
-  kUsage = 2,     ///< bad command line or config
-  kData = 3,      ///< unreadable or invalid input data
+  kInternal = 1,     ///< a bug in evax (failed invariant, unexpected exception)
+  kUsage = 2,        ///< bad command line or config
+  kData = 3,         ///< unreadable or invalid input data
+  kDist = 4,         ///< distributed peer failure: a rank died, timed out or could not be reached
+  kOutOfMemory = 5,  ///< out of GPU or host memory (smaller batch, smaller images or bf16)
 };
 
 /// Base of every evax error. `what()` is one line meant for the user.

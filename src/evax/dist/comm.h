@@ -26,11 +26,12 @@
 namespace evax {
 
 /// A failed collective: a rank timed out, the store went away, or ranks disagree on shapes.
-/// A bug or a dead peer rather than bad input, hence exit code 1.
+/// Mostly a dead or unreachable peer, hence its own exit code (4) that launchers can tell from a
+/// bug (1) in the rank that failed first.
 class DistError : public Error {
  public:
   using Error::Error;
-  ExitCode exit_code() const override { return ExitCode::kInternal; }
+  ExitCode exit_code() const override { return ExitCode::kDist; }
 };
 
 enum class ReduceOp { kSum, kMax };
