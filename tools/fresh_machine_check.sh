@@ -41,11 +41,11 @@ REPORT=$DIR/fresh_check.txt
 mounts=()
 cleanup() {
   local m
-  for ((i=${#mounts[@]}-1; i>=0; i--)); do umount -l "${mounts[i]}" 2>/dev/null || true; done
+  for ((i=${#mounts[@]}-1; i>=0; i--)); do umount -R -l "${mounts[i]}" 2>/dev/null || true; done
   if ((KEEP == 0)) && [[ -d $CHROOT ]]; then rm -rf --one-file-system "$CHROOT"; fi
 }
 trap cleanup EXIT
-bind() { mkdir -p "$2"; mount --bind "$1" "$2"; mounts+=("$2"); }
+bind() { mkdir -p "$2"; mount --rbind "$1" "$2"; mounts+=("$2"); }
 
 if ! command -v debootstrap >/dev/null; then
   say "installing debootstrap"

@@ -325,6 +325,26 @@ TEST_CASE("loader: collate checks its inputs", "[loader]") {
   CHECK(torch::equal(a.label_mask, torch::tensor({1.0f, 0.0f, 1.0f})));
 }
 
+TEST_CASE("loader: a segmentation target and a MIM patch mask travel side by side", "[loader]") {
+  Rng rng(2);
+  std::vector<Sample> samples;
+  for (int i = 0; i < 2; ++i) {
+    Sample s = fake_sample(i, rng);
+    s.mask = torch::full({1, 4, 4}, i, torch::kUInt8);                // class ids
+    s.patch_mask = torch::tensor({i == 0, true, false}, torch::kBool);  // patch order
+    samples.push_back(s);
+  }
+  const evax::Batch b = evax::collate(samples);
+  REQUIRE(b.mask.defined());
+  REQUIRE(b.patch_mask.defined());
+  CHECK(b.mask.sizes() == torch::IntArrayRef({2, 1, 4, 4}));
+  CHECK(b.patch_mask.sizes() == torch::IntArrayRef({2, 3}));
+  CHECK(b.mask[1].max().item<int>() == 1);
+  CHECK(b.patch_mask[0][0].item<bool>());
+  CHECK_FALSE(b.patch_mask[1][0].item<bool>());
+  CHECK_FALSE(b.patch_mask[0][2].item<bool>());
+}
+
 TEST_CASE("loader: config decoder", "[loader]") {
   auto cfg = evax::Config::parse(
       "data:\n  batch_size: 16\n  workers: 0\n  data_pct: 0.1\n  bad_files: skip\n"

@@ -69,6 +69,7 @@ Batch collate(const std::vector<Sample>& samples) {
   b.image = stack_field(samples, &Sample::image, "image");
   b.image2 = stack_field(samples, &Sample::image2, "image2");
   b.mask = stack_field(samples, &Sample::mask, "mask");
+  b.patch_mask = stack_field(samples, &Sample::patch_mask, "patch_mask");
   b.labels = stack_field(samples, &Sample::labels, "labels");
   b.label_mask = stack_field(samples, &Sample::label_mask, "label_mask");
   b.indices = torch::empty({static_cast<int64_t>(samples.size())}, torch::kInt64);
@@ -85,7 +86,9 @@ LoaderOptions loader_options_from_config(const ConfigView& cfg) {
   cfg.check("workers", o.workers >= 0, "must be >= 0");
   o.prefetch = cfg.get<int>("prefetch", o.prefetch);
   cfg.check("prefetch", o.prefetch >= 1, "must be >= 1");
-  o.seed = static_cast<uint64_t>(cfg.get<int64_t>("seed", static_cast<int64_t>(o.seed)));
+  const int64_t seed = cfg.get<int64_t>("seed", static_cast<int64_t>(o.seed));
+  cfg.check("seed", seed >= 0, "must be >= 0");
+  o.seed = static_cast<uint64_t>(seed);
   o.shuffle = cfg.get<bool>("shuffle", o.shuffle);
   o.drop_last = cfg.get<bool>("drop_last", o.drop_last);
   o.drop_last_batch = cfg.get<bool>("drop_last_batch", o.drop_last_batch);

@@ -17,6 +17,7 @@ struct Sample {
   torch::Tensor image;       ///< (C, H, W) float: the (student) view
   torch::Tensor image2;      ///< optional second view, e.g. the MIM teacher's (C, H2, W2)
   torch::Tensor mask;        ///< optional segmentation target, e.g. (1, H, W) uint8 class ids
+  torch::Tensor patch_mask;  ///< optional MIM mask over the patch grid, (N,) bool, patch order
   torch::Tensor labels;      ///< optional (K,) float; missing labels are 0 here, see label_mask
   torch::Tensor label_mask;  ///< optional (K,) float: 1 where the label is known, 0 where missing
   int64_t index = -1;        ///< dataset index actually loaded (after bad-file replacement)
@@ -27,6 +28,7 @@ struct Batch {
   torch::Tensor image;       ///< (B, C, H, W)
   torch::Tensor image2;      ///< (B, C, H2, W2) or undefined
   torch::Tensor mask;        ///< (B, ...) or undefined
+  torch::Tensor patch_mask;  ///< (B, N) or undefined
   torch::Tensor labels;      ///< (B, K) or undefined
   torch::Tensor label_mask;  ///< (B, K) or undefined
   torch::Tensor indices;     ///< (B,) int64 dataset indices

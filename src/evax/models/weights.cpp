@@ -31,6 +31,13 @@ std::string list_head(const std::vector<std::string>& v, size_t n = 6) {
   return s;
 }
 
+// Whether `key` is covered by a droppable entry ("x." = prefix, else exact).
+bool is_droppable(const std::string& key, const std::vector<std::string>& droppable) {
+  for (const auto& d : droppable)
+    if (!d.empty() && (d.back() == '.' ? starts_with(key, d) : key == d)) return true;
+  return false;
+}
+
 }  // namespace
 
 const char* weight_naming_name(WeightNaming n) {
@@ -174,6 +181,11 @@ WeightLoadReport load_weights(VisionTransformerImpl& model, const TensorMap& sd,
                             " (model head is " + str_cat(target.sizes()) + ")");
         continue;
       }
+      if (is_droppable(k, opts.droppable())) {
+        rep.notes.push_back("skipped " + k + " of shape " + str_cat(src.sizes()) + " (model: " +
+                            str_cat(target.sizes()) + "; droppable, keeps its initialisation)");
+        continue;
+      }
       mismatched.push_back(k + ": checkpoint " + str_cat(src.sizes()) + " vs model " +
                            str_cat(target.sizes()));
       continue;
@@ -192,9 +204,25 @@ WeightLoadReport load_weights(VisionTransformerImpl& model, const TensorMap& sd,
     raise<DataError>("checkpoint does not fit the model: none of its ", mapped.size(),
                      " tensors matches a model key (", weight_naming_name(rep.naming),
                      " naming; unexpected: ", list_head(rep.unexpected, 4), ")");
-  if (opts.strict() && (!rep.missing.empty() || !rep.unexpected.empty()))
-    raise<DataError>("strict load failed: missing [", list_head(rep.missing), "], unexpected [",
-                     list_head(rep.unexpected), "]");
+  if (opts.strict()) {
+    std::vector<std::string> missing, unexpected, dropped;
+    for (const auto& k : rep.missing)
+      (is_droppable(k, opts.droppable()) ? dropped : missing).push_back(k);
+    for (const auto& k : rep.unexpected)
+      (is_droppable(k, opts.droppable()) ? dropped : unexpected).push_back(k);
+    if (!missing.empty() || !unexpected.empty()) {
+      std::string what;
+      if (!missing.empty())
+        what += std::to_string(missing.size()) + " model keys missing [" + list_head(missing, 8) + "]";
+      if (!unexpected.empty())
+        what += std::string(what.empty() ? "" : "; ") + std::to_string(unexpected.size()) +
+                " checkpoint keys unexpected [" + list_head(unexpected, 8) + "]";
+      raise<DataError>("strict load failed (", weight_naming_name(rep.naming), " naming, ",
+                       rep.loaded, " tensors matched): ", what);
+    }
+    if (!dropped.empty())
+      rep.notes.push_back("not loaded (droppable): " + list_head(dropped));
+  }
   return rep;
 }
 

@@ -45,6 +45,13 @@ struct WeightLoadOptions {
   TORCH_ARG(bool, resample_pos_embed) = true;
   /// Drop a checkpoint `head.*` whose shape differs from the model's (new class count).
   TORCH_ARG(bool, drop_mismatched_head) = true;
+  /// Keys (timm naming, after the naming's own renames and drops, see map_to_timm) the caller
+  /// documents it can do without: even in strict mode they may be missing from the checkpoint
+  /// (the model keeps its initialisation) or unused by the model, and a checkpoint tensor among
+  /// them whose shape differs from the model's is skipped with a note instead of failing. An entry
+  /// ending in '.' matches every key under that prefix ("lm_head."), others match exactly
+  /// ("mask_token").
+  TORCH_ARG(std::vector<std::string>, droppable) = {};
 };
 
 /// Renames `sd` (in `naming`) to timm keys as eva_x.py's checkpoint filter does: rope buffers are
@@ -59,8 +66,9 @@ TensorMap map_to_timm(const TensorMap& sd, WeightNaming naming, const VisionTran
 std::string guess_architecture(const TensorMap& timm_sd);
 
 /// Copies a state dict (any naming) into `model`, casting to the model's dtype. Shape mismatches are
-/// DataErrors (like PyTorch); so are missing/unexpected keys in strict mode, and a load where
-/// nothing matches.
+/// DataErrors (like PyTorch); so are missing/unexpected keys in strict mode (except the options'
+/// `droppable` ones; the message counts and lists the others, at most 8 of each), and a load
+/// where nothing matches.
 WeightLoadReport load_weights(VisionTransformerImpl& model, const TensorMap& sd,
                               const WeightLoadOptions& opts = {});
 

@@ -20,6 +20,11 @@ torch::Device pick_device(const std::string& d) {
   return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
 }
 
+// What the strict loads may leave out (documented at PretrainOptions::teacher_checkpoint and
+// init_checkpoint): the teacher has no classifier; the student's MIM parts may start fresh.
+const std::vector<std::string> kTeacherDroppable = {"head."};
+const std::vector<std::string> kStudentDroppable = {"mask_token", "lm_head."};
+
 }  // namespace
 
 PretrainOptions pretrain_options_from_config(Config& cfg) {
@@ -50,12 +55,20 @@ PretrainOptions pretrain_options_from_config(Config& cfg) {
           "must be train, val, test or all");
   o.views = two_view_options_from_config(d.at("views"));
   o.loader = loader_options_from_config(d.at("loader"));
+  // Every step sees a full batch, as DistributedSampler + DataLoader(drop_last=True) in EVA-X.
+  if (!d.has("loader.drop_last_batch")) o.loader.drop_last_batch = true;
+  d.check("loader.drop_last_batch", o.loader.drop_last_batch,
+          "pretraining always drops the last partial batch (every step sees a full batch, as "
+          "EVA-X's DataLoader(drop_last=True)); remove the key or set it to true");
   o.masking = masking_options_from_config(cfg.view("masking"),
                                           MaskingOptions().grid(o.views.student_size / 16));
   cfg.check("masking.grid", o.masking.grid() * 16 == o.views.student_size,
             "must equal data.views.student_size / 16");
-  // The run's `seed` drives data order, crops and masks unless data.loader.seed overrides it.
-  if (!d.has("loader.seed")) o.loader.seed = static_cast<uint64_t>(cfg.get<int64_t>("seed", 0));
+  // The run's `seed` drives data order, crops and masks unless data.loader.seed overrides it
+  // (read either way: it is a valid key even when overridden).
+  const int64_t seed = cfg.get<int64_t>("seed", 0);
+  cfg.check("seed", seed >= 0, "must be >= 0");
+  if (!d.has("loader.seed")) o.loader.seed = static_cast<uint64_t>(seed);
   o.device = cfg.get<std::string>("device", o.device);
   cfg.check("device", o.device == "auto" || o.device == "cpu" || o.device == "cuda",
             "must be auto, cpu or cuda");
@@ -72,7 +85,8 @@ PretrainTask::PretrainTask(const PretrainOptions& o, int rank, int world)
     raise<DataError>("manifest '", o.manifest, "' has no rows in split '", o.split, "'");
 
   if (o.target == "teacher") {
-    LoadedModel t = model_load(o.teacher, o.teacher_checkpoint, 0, o.views.teacher_size);
+    LoadedModel t = model_load(o.teacher, o.teacher_checkpoint, 0, o.views.teacher_size,
+                               WeightLoadOptions().strict(true).droppable(kTeacherDroppable));
     log_info("teacher ", o.teacher, " from ", o.teacher_checkpoint, ": ", t.report.summary());
     target_ = std::make_unique<TeacherTarget>(t.model, o.teacher);
   } else {
@@ -88,8 +102,8 @@ PretrainTask::PretrainTask(const PretrainOptions& o, int rank, int world)
   if (o.depth > 0) so.depth(o.depth);
   student_ = VisionTransformer(so);
   if (!o.init_checkpoint.empty()) {
-    CheckpointContents c = checkpoint_read(o.init_checkpoint);
-    auto rep = load_weights(*student_, checkpoint_state_dict(c));
+    auto rep = load_checkpoint_into(*student_, o.init_checkpoint, "student " + o.model,
+                                    WeightLoadOptions().strict(true).droppable(kStudentDroppable));
     log_info("student initialised from ", o.init_checkpoint, ": ", rep.summary());
   }
   student_->to(device_);
@@ -97,8 +111,6 @@ PretrainTask::PretrainTask(const PretrainOptions& o, int rank, int world)
   LoaderOptions lo = o.loader;
   lo.rank = rank;
   lo.world_size = world;
-  lo.shuffle = true;
-  lo.drop_last_batch = true;  // every step sees a full batch, as DistributedSampler + drop_last
   loader_ = std::make_unique<Loader>(
       manifest_.size(), [this](int64_t i, Rng& rng) { return load_sample(i, rng); }, lo,
       Loader::CollateFn{}, [this](int64_t i) { return manifest_.rows[static_cast<size_t>(i)].path; });
@@ -116,7 +128,7 @@ Sample PretrainTask::load_sample(int64_t index, Rng& rng) const {
   Sample s;
   s.image = v.student;
   s.image2 = v.teacher;
-  s.mask = mask_generate(opts_.masking, rng).flatten();  // (N,) bool, patch order
+  s.patch_mask = mask_generate(opts_.masking, rng).flatten();  // (N,) bool, patch order
   s.index = index;
   return s;
 }
@@ -134,10 +146,16 @@ void PretrainTask::start_epoch(int64_t epoch, int64_t skip) { loader_->start_epo
 MicroStep PretrainTask::forward_micro() {
   std::optional<Batch> b = loader_->next();
   EVAX_ASSERT(b.has_value(), "data stream ended before the epoch's last micro-batch");
+  return forward_batch(b->image, b->image2, b->patch_mask);
+}
+
+MicroStep PretrainTask::forward_batch(const torch::Tensor& student_images,
+                                      const torch::Tensor& teacher_view,
+                                      const torch::Tensor& mask_in) {
   student_->train();
-  auto images = b->image.to(device_, /*non_blocking=*/true);
-  auto teacher_images = b->image2.to(device_, true);
-  auto mask = b->mask.to(device_, true);
+  auto images = student_images.to(device_, /*non_blocking=*/true);
+  auto teacher_images = teacher_view.to(device_, true);
+  auto mask = mask_in.to(device_, true);
   MicroStep ms;
   {
     Autocast ac(autocast_on(), device_.type());
@@ -146,7 +164,7 @@ MicroStep PretrainTask::forward_micro() {
     ms.loss = mim_cosine_loss(pred, targets, mask);
   }
   ms.logs["mask_ratio"] = mask.to(torch::kFloat32).mean().item<double>();
-  ms.samples = b->size();
+  ms.samples = images.size(0);
   return ms;
 }
 
@@ -158,6 +176,18 @@ TensorMap PretrainTask::model_state() {
 
 void PretrainTask::load_model_state(const TensorMap& state) {
   load_weights(*student_, state, WeightLoadOptions().strict(true));
+}
+
+nlohmann::json PretrainTask::run_identity() {
+  const ViTOptions& so = student_->options();
+  return {{"model", opts_.model},
+          {"depth", so.depth()},
+          {"img_size", so.img_size()},
+          {"target", target_->describe()},
+          {"target_dim", target_->dim()},
+          {"batch_size", opts_.loader.batch_size},
+          {"seed", opts_.loader.seed},
+          {"images", manifest_.size()}};
 }
 
 }  // namespace evax

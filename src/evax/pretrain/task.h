@@ -24,10 +24,19 @@ struct PretrainOptions {
   int64_t depth = 0;                         ///< blocks override for small experiments (0: the model's)
   double drop_path = 0.0;                    ///< stochastic depth of the last block
   bool stop_grad_conv1 = true;               ///< 0.1× gradient into the patch embedding (EVA-02)
-  std::string init_checkpoint;               ///< optional student initialisation
+  /// Optional student initialisation, loaded strictly: every tensor must fit the student except
+  /// `mask_token` and `lm_head.*` (the MIM parts: a file without them, or with an lm_head for
+  /// another target width, leaves them freshly initialised); rope buffers are recomputed. Any
+  /// other missing or unexpected key is a DataError naming the file and listing them.
+  std::string init_checkpoint;
   std::string target = "teacher";            ///< "teacher" or "pixels"
   std::string teacher = "mgca_vit_base_patch16";  ///< registered teacher architecture
-  std::string teacher_checkpoint;            ///< teacher weights (required for target: teacher)
+  /// Teacher weights (required for target: teacher), loaded strictly: every teacher tensor must
+  /// come from the file. Dropped are only what the naming drops (an MGCA Lightning file keeps
+  /// its image backbone `img_encoder_q.model.*` and drops the text encoder, projections and
+  /// prototypes; rope buffers are recomputed) and a classifier `head.*` (the teacher has none).
+  /// Anything else missing or unexpected is a DataError naming the file and listing them.
+  std::string teacher_checkpoint;
   std::string manifest;                      ///< pretraining manifest (CSV)
   std::string split = "train";               ///< rows used ("all" for every row)
   TwoViewOptions views;                      ///< crops, flip, normalisations
@@ -51,10 +60,17 @@ class PretrainTask : public Task {
   int64_t micro_batches_per_epoch() override;
   void start_epoch(int64_t epoch, int64_t skip) override;
   MicroStep forward_micro() override;
+  /// What forward_micro() does with the loader's next batch, on a given one: student images
+  /// (B, 3, S, S), teacher-view images (B, 3, T, T) and the (B, N) bool mask (patch order). The
+  /// seam for tests that pin inputs, mask and weights (tests/pretrain/mim_reference_test.cpp).
+  MicroStep forward_batch(const torch::Tensor& images, const torch::Tensor& teacher_images,
+                          const torch::Tensor& mask);
   /// Student weights in EVA-02/asuka naming (mask_token, lm_head, norm, mlp.w12 …), which the
   /// released-checkpoint loaders (eva_x.py, timm) accept.
   TensorMap model_state() override;
   void load_model_state(const TensorMap& state) override;
+  /// model, depth, img_size, target, target_dim, batch_size (per rank), seed, images.
+  nlohmann::json run_identity() override;
 
   VisionTransformer& student() { return student_; }
   const MimTarget& target() const { return *target_; }

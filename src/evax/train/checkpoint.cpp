@@ -87,10 +87,14 @@ std::string file_fnv1a64(const std::string& path) {
   return hex;
 }
 
+std::string checkpoint_dir(const std::string& root, int64_t step) {
+  return root + "/" + step_name(step);
+}
+
 std::string checkpoint_save(const std::string& root, int64_t step, const TensorMap& model,
                             const TensorMap& trainer, nlohmann::json meta, int keep_last) {
   EVAX_ASSERT(keep_last >= 1);
-  const std::string final_dir = root + "/" + step_name(step);
+  const std::string final_dir = checkpoint_dir(root, step);
   const std::string tmp = root + "/.tmp-" + step_name(step) + "-" + std::to_string(::getpid());
   std::error_code ec;
   fs::remove_all(tmp, ec);

@@ -23,6 +23,10 @@ struct CheckpointState {
   std::string dir;  ///< where it was read from
 };
 
+/// The directory checkpoint_save() writes for `step` under `root` (`<root>/step-%08d`), so ranks
+/// that do not write know it too.
+std::string checkpoint_dir(const std::string& root, int64_t step);
+
 /// Writes `<root>/step-<step>` atomically and removes all but the newest `keep_last` (>= 1).
 /// Returns the directory.
 std::string checkpoint_save(const std::string& root, int64_t step, const TensorMap& model,

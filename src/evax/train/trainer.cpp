@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
 
 #include "evax/core/error.h"
 #include "evax/core/files.h"
@@ -50,18 +51,99 @@ struct Position {
   int nan_rollbacks = 0;
 };
 
+// Generator states: the torch CPU generator and, where CUDA is available, every visible CUDA
+// device's default generator (drop-path masks and other randomness drawn on a GPU). Compiled on
+// CPU-only machines too: the CUDA generators are reached through the device-generic context and
+// only when a CUDA runtime with devices is present.
 TensorMap rng_state() {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  return {{"rng.torch_cpu", gen.get_state()}};
+  TensorMap out;
+  {
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    out.emplace_back("rng.torch_cpu", gen.get_state());
+  }
+  if (torch::cuda::is_available()) {
+    const int n = static_cast<int>(torch::cuda::device_count());
+    for (int i = 0; i < n; ++i) {
+      at::Generator gen = at::globalContext().defaultGenerator(
+          at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i)));
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      out.emplace_back("rng.torch_cuda." + std::to_string(i), gen.get_state());
+    }
+  }
+  return out;
 }
 
-void set_rng_state(const TensorMap& t) {
+void set_rng_state(const TensorMap& t, const std::string& dir) {
   const at::Tensor* s = find(t, "rng.torch_cpu");
-  if (!s) raise<DataError>("checkpoint trainer state lacks rng.torch_cpu");
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_state(*s);
+  if (!s) raise<DataError>("checkpoint '", dir, "': trainer state lacks rng.torch_cpu");
+  {
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(*s);
+  }
+  const int devices = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+  int saved = 0;
+  for (const auto& kv : t) {
+    const std::string prefix = "rng.torch_cuda.";
+    if (kv.first.rfind(prefix, 0) != 0) continue;
+    ++saved;
+    const int i = std::stoi(kv.first.substr(prefix.size()));
+    if (i >= devices) continue;
+    at::Generator gen = at::globalContext().defaultGenerator(
+        at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i)));
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(kv.second);
+  }
+  if (saved != devices)
+    log_warn("checkpoint '", dir, "' holds ", saved, " CUDA generator states, this process sees ",
+             devices, " CUDA devices: ", saved < devices ? "the others keep their current state"
+                                                         : "the extra states are ignored");
+}
+
+// The settings a checkpoint is only valid for: the trainer's and the task's.
+nlohmann::json run_record(Task& task, int world, int64_t accum, int64_t total_steps,
+                          int64_t micro_per_epoch) {
+  nlohmann::json run = task.run_identity();
+  EVAX_ASSERT(run.is_object(), "Task::run_identity() must return a JSON object");
+  for (const auto& [key, value] :
+       std::map<std::string, int64_t>{{"world_size", world},
+                                      {"accum_steps", accum},
+                                      {"total_steps", total_steps},
+                                      {"micro_batches_per_epoch", micro_per_epoch}}) {
+    EVAX_ASSERT(!run.contains(key), "Task::run_identity() reuses the trainer's field ", key);
+    run[key] = value;
+  }
+  return run;
+}
+
+// Refuses to resume a checkpoint written by a different run, naming every differing field.
+void check_same_run(const nlohmann::json& meta, const nlohmann::json& now, const std::string& dir) {
+  if (!meta.contains("run") || !meta["run"].is_object()) {
+    log_warn("checkpoint '", dir, "' records no run settings (written by an older evax): cannot ",
+             "check that it belongs to this run");
+    return;
+  }
+  const nlohmann::json& then = meta["run"];
+  std::vector<std::string> diffs;
+  for (auto it = now.begin(); it != now.end(); ++it) {
+    if (!then.contains(it.key())) {
+      log_warn("checkpoint '", dir, "' does not record `", it.key(), "`: not checked");
+      continue;
+    }
+    if (then[it.key()] != it.value())
+      diffs.push_back(it.key() + ": checkpoint " + then[it.key()].dump() + ", now " + it.value().dump());
+  }
+  for (auto it = then.begin(); it != then.end(); ++it)
+    if (!now.contains(it.key()))
+      diffs.push_back(it.key() + ": checkpoint " + it.value().dump() + ", now not set");
+  if (!diffs.empty()) {
+    std::string list;
+    for (const auto& d : diffs) list += (list.empty() ? "" : "; ") + d;
+    raise<ConfigError>("cannot resume from '", dir, "': it was written by a different run (", list,
+                       "). Resume with the settings it was written with (its meta.json holds the "
+                       "resolved config), or start a new run in another --run-dir");
+  }
 }
 
 // Appends rows to metrics.csv; the header is fixed by the first row's keys.
@@ -123,34 +205,38 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
     reducer = std::make_unique<GradReducer>(*ctx.comm, params);
   }
 
+  const nlohmann::json run = run_record(task, world, o.accum_steps(), total_steps, micro_per_epoch);
   Position pos;
+  // Every rank returns the directory (it is named by the step), rank 0 alone writes it, and no
+  // rank goes on before it is complete: all can read it back for a NaN rollback.
   auto save = [&](const char* why) {
-    std::string dir;
+    const std::string dir = checkpoint_dir(ckpt_root, pos.step);
     if (main_rank) {
       TensorMap trainer = opt.state();
       for (auto& kv : rng_state()) trainer.push_back(kv);
       nlohmann::json meta = {{"epoch", pos.epoch},         {"micro", pos.micro},
                              {"nan_rollbacks", pos.nan_rollbacks},
-                             {"total_steps", total_steps}, {"config", ctx.config_yaml},
-                             {"why", why}};
-      dir = checkpoint_save(ckpt_root, pos.step, task.model_state(), trainer, meta, o.keep_last());
+                             {"total_steps", total_steps}, {"run", run},
+                             {"config", ctx.config_yaml},  {"why", why}};
+      const std::string written =
+          checkpoint_save(ckpt_root, pos.step, task.model_state(), trainer, meta, o.keep_last());
+      EVAX_ASSERT(written == dir, "checkpoint written to ", written, ", expected ", dir);
       log_info("checkpoint ", dir, " (", why, ")");
     }
     if (ctx.comm) ctx.comm->barrier();
     return dir;
   };
-  auto restore = [&](const std::string& dir) {
-    CheckpointState s = checkpoint_load(dir);
+  auto restore = [&](const CheckpointState& s) {
     task.load_model_state(s.model);
     opt.load_state(s.trainer);
-    set_rng_state(s.trainer);
+    set_rng_state(s.trainer, s.dir);
     pos.step = s.meta.at("step").get<int64_t>();
     pos.epoch = s.meta.at("epoch").get<int64_t>();
     pos.micro = s.meta.at("micro").get<int64_t>();
     pos.nan_rollbacks = s.meta.value("nan_rollbacks", 0);
   };
 
-  // Resume or start fresh.
+  // Resume or start fresh. Every rank resolves the same directory (the run directory is shared).
   std::string resume_dir;
   if (o.resume() == "auto") {
     if (auto latest = checkpoint_find_latest(ckpt_root)) resume_dir = *latest;
@@ -160,19 +246,20 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
     raise<ConfigError>("run directory '", ctx.run_dir, "' already has checkpoints: pass --resume auto ",
                        "to continue it, or choose another --run-dir");
   }
+  // No rank writes before every rank has looked at the run directory (else a fast rank 0's
+  // "start" checkpoint could make a slower rank refuse the run as one that already has them).
+  if (ctx.comm) ctx.comm->barrier();
   FitResult result;
-  std::string last_ckpt;
+  std::string last_ckpt;  // the rollback target, the same path on every rank
   if (!resume_dir.empty()) {
-    restore(resume_dir);
+    CheckpointState s = checkpoint_load(resume_dir);
+    check_same_run(s.meta, run, resume_dir);
+    restore(s);
     last_ckpt = resume_dir;
     log_info("resumed from ", resume_dir, " at step ", pos.step, " (epoch ", pos.epoch, ", batch ",
              pos.micro, ")");
   } else {
     last_ckpt = save("start");  // the rollback target before the first regular checkpoint
-  }
-  if (ctx.comm) {
-    // Every rank rolls back to the same directory; rank 0 knows its name.
-    last_ckpt = ckpt_root + "/" + fs::path(last_ckpt.empty() ? "x" : last_ckpt).filename().string();
   }
 
   std::unique_ptr<TensorBoardWriter> tb;
@@ -232,7 +319,7 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
           raise<DataError>("loss was NaN/Inf ", pos.nan_rollbacks, " times (max_nan_rollbacks = ",
                            o.max_nan_rollbacks(), "); last at step ", pos.step);
         opt.zero_grad();
-        restore(last_ckpt);
+        restore(checkpoint_load(last_ckpt));
         // Continue from the restored weights but past the bad batch.
         pos.epoch = skip_to.epoch;
         pos.micro = skip_to.micro;

@@ -3,6 +3,7 @@
 // never branches on what the task is.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <map>
@@ -40,6 +41,12 @@ class Task {
   virtual TensorMap model_state() = 0;
   /// Restores model_state() output exactly.
   virtual void load_model_state(const TensorMap& state) = 0;
+  /// What, besides the trainer's own settings, makes a resumed run the same run: a flat JSON
+  /// object of the settings a checkpoint is only valid for (model, per-rank batch size, data
+  /// seed …). Stored in every checkpoint's meta.json under "run" next to the trainer's fields
+  /// (world_size, accum_steps, total_steps, micro_batches_per_epoch, which the task must not
+  /// reuse) and compared field by field on resume.
+  virtual nlohmann::json run_identity() { return nlohmann::json::object(); }
 };
 
 /// Loop settings (`train:` in configs).
@@ -61,7 +68,11 @@ struct TrainerOptions {
   /// NaN/Inf losses tolerated (each rolls back to the last checkpoint and skips the batch).
   TORCH_ARG(int, max_nan_rollbacks) = 3;
   /// Resume: "" (fresh run; refuses a run directory that already has checkpoints), "auto" (newest
-  /// valid checkpoint of the run directory, else fresh), or a checkpoint directory.
+  /// valid checkpoint of the run directory, else fresh), or a checkpoint directory. A checkpoint
+  /// of a different run (its meta.json "run" fields: world size, accumulation, schedule length,
+  /// micro-batches per epoch and the task's run_identity(), e.g. model and per-rank batch) is
+  /// refused with a ConfigError naming every differing field: continuing it would not be the
+  /// same run, so none of them may change (start a new run directory instead).
   TORCH_ARG(std::string, resume) = "";
   /// Testing hook: replace the loss of this optimizer step (0-based) by NaN, once.
   TORCH_ARG(int64_t, inject_nan_step) = -1;
@@ -87,7 +98,10 @@ struct FitResult {
   std::string last_checkpoint;  ///< directory
 };
 
-/// Runs the loop to the end of the schedule (or max_steps).
+/// Runs the loop to the end of the schedule (or max_steps). Checkpoints hold the model, the
+/// optimizer, the torch CPU generator and (when CUDA is available) every CUDA device's default
+/// generator; with several ranks, rank 0 writes them, every rank reads them (the run directory
+/// must be shared), and a non-finite loss on any rank rolls every rank back to the same one.
 FitResult trainer_fit(Task& task, const AdamWOptions& opt, const TrainerOptions& o,
                       const RunContext& ctx);
 
