@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Small checkpoints for the checkpoint-reader tests (tests/io/checkpoint_test.cpp).
+"""Small checkpoints for the checkpoint-reader tests (tests/io/weight_file_test.cpp).
 
 For each case <name>.<ext> under --out the script also writes <name>.expected.safetensors: every
 tensor the C++ reader must find, under the name it must give it (keys joined with '.', list and
 tuple items by index, objects through their pickled state), as contiguous copies in the original
 dtype (uint16 stored as int32: the C++ safetensors reader does not take U16). Its metadata holds
-`file` (the checkpoint's file name) and `state_dict_key`: the key checkpoint_state_dict must pick
+`file` (the checkpoint's file name) and `state_dict_key`: the key weight_file_state_dict must pick
 ("" = the top level, "-" = it must fail), and `state_dict_names`: the names it must return, one a
 line. For pickled modules <name>.state_dict.safetensors holds module.state_dict() itself.
 
@@ -58,7 +58,7 @@ def key_text(k):
 
 
 def walk(v, name, out, depth=0):
-    """Every tensor reachable the way the C++ reader walks: mirrors Walker in checkpoint.cpp."""
+    """Every tensor reachable the way the C++ reader walks: mirrors Walker in src/evax/io/weight_file.cpp."""
     child = lambda k: k if not name else name + "." + k
     if isinstance(v, torch.Tensor):
         if name not in out:

@@ -1,8 +1,8 @@
 // evax convert: any supported checkpoint to safetensors, in timm or EVA-02 (evax) naming.
 #include "commands.h"
 #include "evax/core/log.h"
-#include "evax/io/checkpoint.h"
 #include "evax/io/safetensors.h"
+#include "evax/io/weight_file.h"
 #include "evax/models/weights.h"
 
 namespace evax::app {
@@ -28,9 +28,9 @@ int cmd_convert(const Args& args) {
   else if (dtype != "keep")
     raise<UsageError>("evax convert: --dtype must be keep, fp32, fp16 or bf16, got '", dtype, "'");
 
-  CheckpointContents c = checkpoint_read(in);
+  WeightFileContents c = weight_file_read(in);
   std::string key;
-  TensorMap sd = checkpoint_state_dict(c, &key);
+  TensorMap sd = weight_file_state_dict(c, &key);
   const WeightNaming naming = detect_naming(sd);
   std::vector<std::string> notes;
   // timm naming targets timm's Eva classifier (MIM head dropped, final norm → fc_norm, as

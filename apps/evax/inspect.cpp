@@ -3,7 +3,7 @@
 #include <iostream>
 
 #include "commands.h"
-#include "evax/io/checkpoint.h"
+#include "evax/io/weight_file.h"
 #include "evax/models/weights.h"
 
 namespace evax::app {
@@ -18,14 +18,14 @@ int cmd_inspect(const Args& args) {
   p.flag("--all", &all, "list every tensor (default: the first 40 and the last 5)");
   if (!p.parse(args)) return 0;
 
-  CheckpointContents c = checkpoint_read(path);
+  WeightFileContents c = weight_file_read(path);
   std::cout << "file:    " << path << "\nformat:  " << c.format << "\n";
   std::cout << "top level (" << c.entries.size() << "):\n";
   for (const auto& e : c.entries) std::cout << "  " << e.key << ": " << e.description << "\n";
   for (const auto& kv : c.metadata) std::cout << "  metadata " << kv.first << " = " << kv.second << "\n";
   std::string key;
   int64_t skipped = 0;
-  TensorMap sd = checkpoint_state_dict(c, &key, &skipped);
+  TensorMap sd = weight_file_state_dict(c, &key, &skipped);
   const WeightNaming naming = detect_naming(sd);
   std::vector<std::string> notes;
   TensorMap timm = map_to_timm(sd, naming, nullptr, &notes, /*keep_mim=*/true);

@@ -4,8 +4,8 @@
 
 #include "commands.h"
 #include "evax/core/log.h"
-#include "evax/dist/comm.h"
-#include "evax/dist/env.h"
+#include "evax/distributed/comm.h"
+#include "evax/distributed/env.h"
 #include "pretrain_run.h"
 
 namespace evax::app {

@@ -2,8 +2,8 @@
 #pragma once
 
 #include "evax/core/config.h"
-#include "evax/dist/comm.h"
-#include "evax/dist/env.h"
+#include "evax/distributed/comm.h"
+#include "evax/distributed/env.h"
 #include "evax/pretrain/task.h"
 #include "evax/train/trainer.h"
 

@@ -8,8 +8,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "evax/io/checkpoint.h"
 #include "evax/io/safetensors.h"
+#include "evax/io/weight_file.h"
 #include "evax/models/registry.h"
 #include "evax/models/weights.h"
 #include "test_util.h"
@@ -28,9 +28,9 @@ std::string fixture(const std::string& name) {
 }
 
 TensorMap load_ckpt(const std::string& path) {
-  auto contents = checkpoint_read(path);
+  auto contents = weight_file_read(path);
   std::string key;
-  return checkpoint_state_dict(contents, &key);
+  return weight_file_state_dict(contents, &key);
 }
 
 double max_abs(const torch::Tensor& a, const torch::Tensor& b) {

@@ -19,7 +19,7 @@
 
 #include "evax/core/files.h"
 #include "evax/io/safetensors.h"
-#include "dist/dist_test_util.h"
+#include "distributed/dist_test_util.h"
 #include "test_util.h"
 
 using namespace evax;

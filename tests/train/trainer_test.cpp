@@ -11,11 +11,11 @@
 
 #include <filesystem>
 
-#include "dist/dist_test_util.h"
+#include "distributed/dist_test_util.h"
 #include "evax/core/error.h"
-#include "evax/dist/comm.h"
+#include "evax/distributed/comm.h"
 #include "evax/io/safetensors.h"
-#include "evax/train/checkpoint.h"
+#include "evax/train/run_checkpoint.h"
 #include "evax/train/trainer.h"
 #include "test_util.h"
 
@@ -87,7 +87,7 @@ TrainerOptions trainer(int64_t epochs = 2) {
 }
 
 TensorMap final_model(const std::string& run_dir) {
-  auto latest = checkpoint_find_latest(run_dir + "/checkpoints");
+  auto latest = run_checkpoint_find_latest(run_dir + "/checkpoints");
   REQUIRE(latest);
   return safetensors_load(*latest + "/model.safetensors");
 }
@@ -165,7 +165,7 @@ TEST_CASE("trainer: resume refuses a checkpoint of another run and names each di
   test::TempDir tmp("trainer_resume");
   const std::string run = tmp / "run";
   fit_one(4, run, trainer().max_steps(3));
-  REQUIRE(checkpoint_find_latest(run + "/checkpoints"));
+  REQUIRE(run_checkpoint_find_latest(run + "/checkpoints"));
   auto refused = [&](const std::function<void()>& f) {
     try {
       f();
@@ -212,7 +212,7 @@ TEST_CASE("trainer: checkpoints hold the CPU generator and, with CUDA, every CUD
   std::vector<torch::Tensor> cuda0;
   for (int i = 0; i < devices; ++i) cuda0.push_back(cuda_state(i));
   fit_one(4, tmp / "run", trainer().max_steps(2));  // the toy task draws no random numbers
-  TensorMap st = safetensors_load(*checkpoint_find_latest(tmp / "run/checkpoints") +
+  TensorMap st = safetensors_load(*run_checkpoint_find_latest(tmp / "run/checkpoints") +
                                   "/trainer.safetensors");
   REQUIRE(contains(st, "rng.torch_cpu"));
   CHECK(torch::equal(*find(st, "rng.torch_cpu"), cpu0));

@@ -1,14 +1,14 @@
 #include "evax/models/load.h"
 
-#include "evax/io/checkpoint.h"
+#include "evax/io/weight_file.h"
 
 namespace evax {
 
 WeightLoadReport load_checkpoint_into(VisionTransformerImpl& model, const std::string& checkpoint,
                                       const std::string& what, const WeightLoadOptions& opts,
                                       std::string* checkpoint_key) {
-  CheckpointContents contents = checkpoint_read(checkpoint);
-  TensorMap sd = checkpoint_state_dict(contents, checkpoint_key);
+  WeightFileContents contents = weight_file_read(checkpoint);
+  TensorMap sd = weight_file_state_dict(contents, checkpoint_key);
   try {
     return load_weights(model, sd, opts);
   } catch (const DataError& e) {

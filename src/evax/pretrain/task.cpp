@@ -1,8 +1,8 @@
 #include "evax/pretrain/task.h"
 
 #include "evax/core/log.h"
-#include "evax/io/checkpoint.h"
 #include "evax/io/image.h"
+#include "evax/io/weight_file.h"
 #include "evax/models/load.h"
 #include "evax/models/registry.h"
 #include "evax/models/weights.h"

@@ -12,10 +12,10 @@
 #include "evax/core/files.h"
 #include "evax/core/log.h"
 #include "evax/core/progress.h"
-#include "evax/dist/comm.h"
-#include "evax/dist/reducer.h"
+#include "evax/distributed/comm.h"
+#include "evax/distributed/reducer.h"
 #include "evax/io/tensorboard.h"
-#include "evax/train/checkpoint.h"
+#include "evax/train/run_checkpoint.h"
 
 namespace fs = std::filesystem;
 
@@ -210,7 +210,7 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
   // Every rank returns the directory (it is named by the step), rank 0 alone writes it, and no
   // rank goes on before it is complete: all can read it back for a NaN rollback.
   auto save = [&](const char* why) {
-    const std::string dir = checkpoint_dir(ckpt_root, pos.step);
+    const std::string dir = run_checkpoint_dir(ckpt_root, pos.step);
     if (main_rank) {
       TensorMap trainer = opt.state();
       for (auto& kv : rng_state()) trainer.push_back(kv);
@@ -218,15 +218,15 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
                              {"nan_rollbacks", pos.nan_rollbacks},
                              {"total_steps", total_steps}, {"run", run},
                              {"config", ctx.config_yaml},  {"why", why}};
-      const std::string written =
-          checkpoint_save(ckpt_root, pos.step, task.model_state(), trainer, meta, o.keep_last());
+      const std::string written = run_checkpoint_save(ckpt_root, pos.step, task.model_state(),
+                                                      trainer, meta, o.keep_last());
       EVAX_ASSERT(written == dir, "checkpoint written to ", written, ", expected ", dir);
       log_info("checkpoint ", dir, " (", why, ")");
     }
     if (ctx.comm) ctx.comm->barrier();
     return dir;
   };
-  auto restore = [&](const CheckpointState& s) {
+  auto restore = [&](const RunCheckpoint& s) {
     task.load_model_state(s.model);
     opt.load_state(s.trainer);
     set_rng_state(s.trainer, s.dir);
@@ -239,10 +239,10 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
   // Resume or start fresh. Every rank resolves the same directory (the run directory is shared).
   std::string resume_dir;
   if (o.resume() == "auto") {
-    if (auto latest = checkpoint_find_latest(ckpt_root)) resume_dir = *latest;
+    if (auto latest = run_checkpoint_find_latest(ckpt_root)) resume_dir = *latest;
   } else if (!o.resume().empty()) {
     resume_dir = o.resume();
-  } else if (checkpoint_find_latest(ckpt_root)) {
+  } else if (run_checkpoint_find_latest(ckpt_root)) {
     raise<ConfigError>("run directory '", ctx.run_dir, "' already has checkpoints: pass --resume auto ",
                        "to continue it, or choose another --run-dir");
   }
@@ -252,7 +252,7 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
   FitResult result;
   std::string last_ckpt;  // the rollback target, the same path on every rank
   if (!resume_dir.empty()) {
-    CheckpointState s = checkpoint_load(resume_dir);
+    RunCheckpoint s = run_checkpoint_load(resume_dir);
     check_same_run(s.meta, run, resume_dir);
     restore(s);
     last_ckpt = resume_dir;
@@ -319,7 +319,7 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
           raise<DataError>("loss was NaN/Inf ", pos.nan_rollbacks, " times (max_nan_rollbacks = ",
                            o.max_nan_rollbacks(), "); last at step ", pos.step);
         opt.zero_grad();
-        restore(checkpoint_load(last_ckpt));
+        restore(run_checkpoint_load(last_ckpt));
         // Continue from the restored weights but past the bad batch.
         pos.epoch = skip_to.epoch;
         pos.micro = skip_to.micro;

@@ -1,4 +1,4 @@
-// Helpers for the dist tests: ranks as threads of one process.
+// Helpers for the distributed tests: ranks as threads of one process.
 #pragma once
 
 #include <arpa/inet.h>
@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include "evax/dist/env.h"
+#include "evax/distributed/env.h"
 
 namespace evax::test {
 

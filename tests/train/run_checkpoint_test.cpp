@@ -9,7 +9,7 @@
 #include "evax/core/error.h"
 #include "evax/core/files.h"
 #include "evax/io/tensorboard.h"
-#include "evax/train/checkpoint.h"
+#include "evax/train/run_checkpoint.h"
 #include "test_util.h"
 
 using namespace evax;
@@ -22,14 +22,15 @@ TensorMap model_of(float v) { return {{"w", torch::full({4}, v)}}; }
 TEST_CASE("checkpoints round-trip and keep the last K") {
   test::TempDir tmp("ckpt");
   for (int s = 1; s <= 4; ++s)
-    checkpoint_save(tmp.str(), s * 10, model_of(s), {{"opt", torch::ones({2})}}, {{"epoch", s}}, 2);
+    run_checkpoint_save(tmp.str(), s * 10, model_of(s), {{"opt", torch::ones({2})}},
+                        {{"epoch", s}}, 2);
   int n = 0;
   for (auto& e : fs::directory_iterator(tmp.str())) (void)e, ++n;
   CHECK(n == 2);
-  auto latest = checkpoint_find_latest(tmp.str());
+  auto latest = run_checkpoint_find_latest(tmp.str());
   REQUIRE(latest);
   CHECK(fs::path(*latest).filename() == "step-00000040");
-  auto st = checkpoint_load(*latest);
+  auto st = run_checkpoint_load(*latest);
   CHECK(torch::equal(*find(st.model, "w"), torch::full({4}, 4.0f)));
   CHECK(st.meta["epoch"] == 4);
   CHECK(st.meta["step"] == 40);
@@ -37,20 +38,20 @@ TEST_CASE("checkpoints round-trip and keep the last K") {
 
 TEST_CASE("a damaged or half-written newest checkpoint never replaces the last good one") {
   test::TempDir tmp("ckpt2");
-  checkpoint_save(tmp.str(), 1, model_of(1), {}, {}, 5);
-  const std::string good = checkpoint_save(tmp.str(), 2, model_of(2), {}, {}, 5);
+  run_checkpoint_save(tmp.str(), 1, model_of(1), {}, {}, 5);
+  const std::string good = run_checkpoint_save(tmp.str(), 2, model_of(2), {}, {}, 5);
   // An interrupted write leaves only a temporary folder: ignored.
   fs::create_directories(tmp / ".tmp-step-00000003-1");
   std::ofstream(tmp / ".tmp-step-00000003-1/model.safetensors") << "partial";
-  CHECK(*checkpoint_find_latest(tmp.str()) == good);
+  CHECK(*run_checkpoint_find_latest(tmp.str()) == good);
   // A newer directory with a truncated file fails its checksum and is skipped.
-  const std::string bad = checkpoint_save(tmp.str(), 3, model_of(3), {}, {}, 5);
+  const std::string bad = run_checkpoint_save(tmp.str(), 3, model_of(3), {}, {}, 5);
   fs::resize_file(bad + "/model.safetensors", 20);
-  CHECK(*checkpoint_find_latest(tmp.str()) == good);
-  CHECK_THROWS_AS(checkpoint_load(bad), DataError);
+  CHECK(*run_checkpoint_find_latest(tmp.str()) == good);
+  CHECK_THROWS_AS(run_checkpoint_load(bad), DataError);
   // So does one without meta.json.
   fs::remove(good + "/meta.json");
-  CHECK(fs::path(*checkpoint_find_latest(tmp.str())).filename() == "step-00000001");
+  CHECK(fs::path(*run_checkpoint_find_latest(tmp.str())).filename() == "step-00000001");
 }
 
 TEST_CASE("CRC-32C matches the standard check value") {

@@ -12,7 +12,7 @@
 #include <iostream>
 
 #include "dist_test_util.h"
-#include "evax/dist/comm.h"
+#include "evax/distributed/comm.h"
 
 using Catch::Matchers::Contains;
 using evax::test::run_ranks;

@@ -1,4 +1,5 @@
-// Training checkpoints: one directory per optimizer step, written atomically (a temporary
+// Run checkpoints: evax's own training checkpoints (foreign weight files are
+// evax/io/weight_file.h), one directory per optimizer step, written atomically (a temporary
 // directory, every file fsynced, then renamed), the last K kept:
 //   <root>/step-00001234/model.safetensors    model weights (the task's naming)
 //                       trainer.safetensors  optimizer state, RNG states
@@ -15,29 +16,29 @@
 
 namespace evax {
 
-/// What a checkpoint holds.
-struct CheckpointState {
+/// What a run checkpoint holds.
+struct RunCheckpoint {
   TensorMap model;
   TensorMap trainer;
   nlohmann::json meta;
   std::string dir;  ///< where it was read from
 };
 
-/// The directory checkpoint_save() writes for `step` under `root` (`<root>/step-%08d`), so ranks
-/// that do not write know it too.
-std::string checkpoint_dir(const std::string& root, int64_t step);
+/// The directory run_checkpoint_save() writes for `step` under `root` (`<root>/step-%08d`), so
+/// ranks that do not write know it too.
+std::string run_checkpoint_dir(const std::string& root, int64_t step);
 
 /// Writes `<root>/step-<step>` atomically and removes all but the newest `keep_last` (>= 1).
 /// Returns the directory.
-std::string checkpoint_save(const std::string& root, int64_t step, const TensorMap& model,
-                            const TensorMap& trainer, nlohmann::json meta, int keep_last);
+std::string run_checkpoint_save(const std::string& root, int64_t step, const TensorMap& model,
+                                const TensorMap& trainer, nlohmann::json meta, int keep_last);
 
 /// The newest checkpoint under `root` whose files are complete and match their checksums
 /// (damaged or half-written ones are skipped with a warning).
-std::optional<std::string> checkpoint_find_latest(const std::string& root);
+std::optional<std::string> run_checkpoint_find_latest(const std::string& root);
 
-/// Reads a checkpoint directory (DataError when incomplete or corrupt).
-CheckpointState checkpoint_load(const std::string& dir);
+/// Reads a run checkpoint directory (DataError when incomplete or corrupt).
+RunCheckpoint run_checkpoint_load(const std::string& dir);
 
 /// FNV-1a 64-bit hash of a file's bytes, as hex.
 std::string file_fnv1a64(const std::string& path);

@@ -21,7 +21,7 @@
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include "evax/core/error.h"
-#include "evax/dist/env.h"
+#include "evax/distributed/env.h"
 
 namespace evax {
 

@@ -1,4 +1,4 @@
-#include "evax/dist/comm.h"
+#include "evax/distributed/comm.h"
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>

@@ -5,7 +5,7 @@
 #include <torch/torch.h>
 
 #include "dist_test_util.h"
-#include "evax/dist/reducer.h"
+#include "evax/distributed/reducer.h"
 
 using evax::test::run_ranks;
 

@@ -1,4 +1,4 @@
-#include "evax/dist/reducer.h"
+#include "evax/distributed/reducer.h"
 
 #include <cmath>
 #include <utility>

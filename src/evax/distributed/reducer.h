@@ -6,7 +6,7 @@
 
 #include <ATen/ATen.h>
 
-#include "evax/dist/comm.h"
+#include "evax/distributed/comm.h"
 
 namespace evax {
 

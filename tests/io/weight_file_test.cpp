@@ -1,6 +1,6 @@
-// Checkpoint reading against fixtures written by the reference libraries
+// Weight-file (foreign checkpoint) reading against fixtures written by the reference libraries
 // (tools/make_checkpoint_fixtures.py), corrupt files and mutated copies of valid ones.
-#include "evax/io/checkpoint.h"
+#include "evax/io/weight_file.h"
 
 #include <ATen/ATen.h>
 #include <caffe2/serialize/inline_container.h>
@@ -87,9 +87,9 @@ void write_bytes(const std::string& path, const std::string& data) {
 /// exception fails the test.
 bool loads_or_data_error(const std::string& path, std::string* message = nullptr) {
   try {
-    evax::CheckpointContents c = evax::checkpoint_read(path);
+    evax::WeightFileContents c = evax::weight_file_read(path);
     try {
-      evax::checkpoint_state_dict(c);
+      evax::weight_file_state_dict(c);
     } catch (const evax::DataError&) {
     }
     for (const auto& e : c.entries) (void)e.description.size();
@@ -130,7 +130,7 @@ TEST_CASE("every fixture loads with the reference tensors, bit for bit") {
     evax::TensorMap expected = evax::safetensors_load(entry.path().string(), &meta);
     const std::string file = meta.at("file");
     INFO("fixture " << file);
-    evax::CheckpointContents c = evax::checkpoint_read(fixture(file));
+    evax::WeightFileContents c = evax::weight_file_read(fixture(file));
     CHECK(c.format ==
           (file.find(".safetensors") != std::string::npos ? "safetensors" : "torch-zip"));
 
@@ -153,12 +153,12 @@ TEST_CASE("every fixture loads with the reference tensors, bit for bit") {
 
     const std::string key = meta.at("state_dict_key");
     if (key == "-") {
-      CHECK_THROWS_AS(evax::checkpoint_state_dict(c), evax::DataError);
+      CHECK_THROWS_AS(evax::weight_file_state_dict(c), evax::DataError);
       continue;
     }
     std::string chosen;
     int64_t skipped = -1;
-    evax::TensorMap sd = evax::checkpoint_state_dict(c, &chosen, &skipped);
+    evax::TensorMap sd = evax::weight_file_state_dict(c, &chosen, &skipped);
     CHECK(chosen == key);
     CHECK(skipped >= 0);
     std::vector<std::string> names;
@@ -186,7 +186,7 @@ TEST_CASE("every fixture loads with the reference tensors, bit for bit") {
 }
 
 TEST_CASE("tensors sharing a storage stay views of one buffer") {
-  evax::CheckpointContents c = evax::checkpoint_read(fixture("shared.pt"));
+  evax::WeightFileContents c = evax::weight_file_read(fixture("shared.pt"));
   at::Tensor base = *evax::find(c.tensors, "base");
   at::Tensor rows = *evax::find(c.tensors, "rows");
   at::Tensor col = *evax::find(c.tensors, "col");
@@ -211,7 +211,7 @@ TEST_CASE("tensors sharing a storage stay views of one buffer") {
 }
 
 TEST_CASE("the top-level listing describes training extras and names unknown classes") {
-  evax::CheckpointContents c = evax::checkpoint_read(fixture("eva_style.pt"));
+  evax::WeightFileContents c = evax::weight_file_read(fixture("eva_style.pt"));
   std::map<std::string, std::string> d;
   std::vector<std::string> keys;
   for (const auto& e : c.entries) {
@@ -255,7 +255,7 @@ TEST_CASE("the top-level listing describes training extras and names unknown cla
 
   std::string key;
   int64_t skipped = -1;
-  evax::TensorMap sd = evax::checkpoint_state_dict(c, &key, &skipped);
+  evax::TensorMap sd = evax::weight_file_state_dict(c, &key, &skipped);
   CHECK(key == "model");
   CHECK(skipped == 0);
   CHECK(sd.front().first == "patch_embed.proj.weight");
@@ -266,37 +266,37 @@ TEST_CASE("the top-level listing describes training extras and names unknown cla
   CHECK(evax::find(f32, "blocks.0.attn.qkv.weight")->scalar_type() == at::kFloat);
   CHECK(at::equal(evax::find(f32, "cls_token")->to(at::kHalf), *evax::find(sd, "cls_token")));
 
-  evax::CheckpointContents l = evax::checkpoint_read(fixture("lightning.ckpt"));
+  evax::WeightFileContents l = evax::weight_file_read(fixture("lightning.ckpt"));
   std::map<std::string, std::string> ld;
   for (const auto& e : l.entries) ld[e.key] = e.description;
   CHECK_THAT(ld["hyper_parameters"], StartsWith("__main__.AttributeDict"));
   CHECK(ld["pytorch-lightning_version"] == "str '2.2.0'");
   CHECK_THAT(ld["state_dict"], StartsWith("dict (9 entries, 9 tensors"));
-  sd = evax::checkpoint_state_dict(l, &key, &skipped);
+  sd = evax::weight_file_state_dict(l, &key, &skipped);
   CHECK(key == "state_dict");
   CHECK(evax::find(sd, "model.bn.num_batches_tracked")->scalar_type() == at::kLong);
   evax::TensorMap cast = evax::tensors_to(sd, at::kHalf);
   CHECK(evax::find(cast, "model.bn.num_batches_tracked")->scalar_type() == at::kLong);
   CHECK(evax::find(cast, "model.conv.weight")->scalar_type() == at::kHalf);
 
-  evax::CheckpointContents w = evax::checkpoint_read(fixture("whole_module.pt"));
+  evax::WeightFileContents w = evax::weight_file_read(fixture("whole_module.pt"));
   REQUIRE(w.entries.size() == 1);
   CHECK(w.entries[0].description == "__main__.SmallNet (10 tensors)");
-  sd = evax::checkpoint_state_dict(w, &key, &skipped);
+  sd = evax::weight_file_state_dict(w, &key, &skipped);
   CHECK(key.empty());
   CHECK(sd.size() == 9);  // the non-persistent buffer is not part of a state dict
   CHECK_FALSE(evax::contains(sd, "scratch"));
   CHECK(evax::contains(sd, "bn.running_var"));
 
-  evax::CheckpointContents none = evax::checkpoint_read(fixture("no_state_dict.pt"));
-  CHECK_THROWS_WITH(evax::checkpoint_state_dict(none),
+  evax::WeightFileContents none = evax::weight_file_read(fixture("no_state_dict.pt"));
+  CHECK_THROWS_WITH(evax::weight_file_state_dict(none),
                     Contains("no state dict found (top level: {epoch, names, ns})"));
 
-  evax::CheckpointContents s = evax::checkpoint_read(fixture("reference.safetensors"));
+  evax::WeightFileContents s = evax::weight_file_read(fixture("reference.safetensors"));
   const std::map<std::string, std::string> want_meta = {{"format", "pt"}, {"note", "fixture"}};
   CHECK(s.metadata == want_meta);
   CHECK(s.entries.size() == 7);
-  sd = evax::checkpoint_state_dict(s, &key, &skipped);
+  sd = evax::weight_file_state_dict(s, &key, &skipped);
   CHECK(key.empty());
   CHECK(sd.size() == 7);
 }
@@ -406,7 +406,7 @@ TEST_CASE("hostile pickles: cycles, deep nesting, missing storages, views out of
   // d = {}; d['model'] = d
   write_torch_zip(path, kProto2 + "}q\x00"s + uni("model") + "h\x00s."s);
   CHECK(loads_or_data_error(path, &msg));
-  CHECK_THROWS_WITH(evax::checkpoint_state_dict(evax::checkpoint_read(path)),
+  CHECK_THROWS_WITH(evax::weight_file_state_dict(evax::weight_file_read(path)),
                     Contains("no state dict found"));
   // 100000 nested lists.
   write_torch_zip(path, kProto2 + std::string(100000, ']') + std::string(99999, 'a') + ".");
@@ -434,7 +434,7 @@ TEST_CASE("hostile pickles: cycles, deep nesting, missing storages, views out of
   };
   const std::vector<std::pair<std::string, std::string>> rec = {{"data/9", std::string(8, '\0')}};
   write_torch_zip(path, rebuild("K\x01", "K\x01\x85", "K\x01\x85"), rec);
-  CHECK(evax::checkpoint_read(path).tensors.at(0).second.sizes() == at::IntArrayRef{1});
+  CHECK(evax::weight_file_read(path).tensors.at(0).second.sizes() == at::IntArrayRef{1});
   write_torch_zip(path, rebuild("K\x01", "K\x02\x85", "K\x01\x85"), rec);
   CHECK_FALSE(loads_or_data_error(path, &msg));
   CHECK_THAT(msg, Contains("exceeds its storage"));

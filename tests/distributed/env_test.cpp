@@ -7,7 +7,7 @@
 #include <string>
 
 #include "evax/core/error.h"
-#include "evax/dist/env.h"
+#include "evax/distributed/env.h"
 
 using Catch::Matchers::Contains;
 

@@ -1,4 +1,4 @@
-#include "evax/dist/env.h"
+#include "evax/distributed/env.h"
 
 #include <cerrno>
 #include <cstdlib>

@@ -1,4 +1,4 @@
-#include "evax/train/checkpoint.h"
+#include "evax/train/run_checkpoint.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -87,14 +87,14 @@ std::string file_fnv1a64(const std::string& path) {
   return hex;
 }
 
-std::string checkpoint_dir(const std::string& root, int64_t step) {
+std::string run_checkpoint_dir(const std::string& root, int64_t step) {
   return root + "/" + step_name(step);
 }
 
-std::string checkpoint_save(const std::string& root, int64_t step, const TensorMap& model,
-                            const TensorMap& trainer, nlohmann::json meta, int keep_last) {
+std::string run_checkpoint_save(const std::string& root, int64_t step, const TensorMap& model,
+                                const TensorMap& trainer, nlohmann::json meta, int keep_last) {
   EVAX_ASSERT(keep_last >= 1);
-  const std::string final_dir = checkpoint_dir(root, step);
+  const std::string final_dir = run_checkpoint_dir(root, step);
   const std::string tmp = root + "/.tmp-" + step_name(step) + "-" + std::to_string(::getpid());
   std::error_code ec;
   fs::remove_all(tmp, ec);
@@ -121,7 +121,7 @@ std::string checkpoint_save(const std::string& root, int64_t step, const TensorM
   return final_dir;
 }
 
-std::optional<std::string> checkpoint_find_latest(const std::string& root) {
+std::optional<std::string> run_checkpoint_find_latest(const std::string& root) {
   auto dirs = step_dirs(root);
   for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) {
     try {
@@ -134,8 +134,8 @@ std::optional<std::string> checkpoint_find_latest(const std::string& root) {
   return std::nullopt;
 }
 
-CheckpointState checkpoint_load(const std::string& dir) {
-  CheckpointState s;
+RunCheckpoint run_checkpoint_load(const std::string& dir) {
+  RunCheckpoint s;
   s.meta = verify(dir);
   s.model = safetensors_load(dir + "/model.safetensors");
   s.trainer = safetensors_load(dir + "/trainer.safetensors");

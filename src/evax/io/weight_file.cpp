@@ -1,4 +1,4 @@
-#include "evax/io/checkpoint.h"
+#include "evax/io/weight_file.h"
 
 #include <ATen/ATen.h>
 
@@ -149,8 +149,8 @@ Format detect(const std::string& path) {
 
 }  // namespace
 
-CheckpointContents checkpoint_read(const std::string& path) {
-  CheckpointContents c;
+WeightFileContents weight_file_read(const std::string& path) {
+  WeightFileContents c;
   c.path = path;
   if (detect(path) == Format::kSafetensors) {
     c.format = "safetensors";
@@ -183,8 +183,8 @@ CheckpointContents checkpoint_read(const std::string& path) {
   return c;
 }
 
-TensorMap checkpoint_state_dict(const CheckpointContents& contents, std::string* chosen_key,
-                                int64_t* skipped) {
+TensorMap weight_file_state_dict(const WeightFileContents& contents, std::string* chosen_key,
+                                 int64_t* skipped) {
   if (chosen_key) chosen_key->clear();
   if (skipped) *skipped = 0;
   if (!contents.pickle) return contents.tensors;  // safetensors: the file is the state dict

@@ -5,7 +5,7 @@
 // the include path. Use the wheel's nccl.h (site-packages/nvidia/nccl/include), not an older
 // system copy: ProcessGroupNCCL::Options embeds ncclConfig_t, whose size changes between NCCL
 // versions, and Options::create() allocates it in this translation unit.
-#include "evax/dist/backend_comm.h"
+#include "evax/distributed/backend_comm.h"
 
 #if defined(USE_C10D_NCCL) && __has_include(<nccl.h>) && __has_include(<cuda_runtime_api.h>)
 #define EVAX_HAS_NCCL 1

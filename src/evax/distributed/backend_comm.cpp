@@ -1,4 +1,4 @@
-#include "evax/dist/backend_comm.h"
+#include "evax/distributed/backend_comm.h"
 
 #include <utility>
 

@@ -8,7 +8,7 @@
 
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 
-#include "evax/dist/comm.h"
+#include "evax/distributed/comm.h"
 
 namespace evax {
 

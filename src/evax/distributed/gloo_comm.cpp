@@ -5,7 +5,7 @@
 // libtorch's exported functions are used here, so the Debian headers' version does not have to
 // match the gloo libtorch was built with. Without those headers the backend is left out and
 // "auto" falls back to the store backend.
-#include "evax/dist/backend_comm.h"
+#include "evax/distributed/backend_comm.h"
 
 #include <cstdlib>
 
