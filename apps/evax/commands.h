@@ -17,6 +17,7 @@ int cmd_demo(const Args& args);
 int cmd_inspect(const Args& args);
 int cmd_launch(const Args& args);
 int cmd_manifest(const Args& args);
+int cmd_metrics(const Args& args);
 int cmd_pretrain(const Args& args);
 int cmd_convert(const Args& args);
 int cmd_embed(const Args& args);

@@ -31,6 +31,8 @@ const Command kCommands[] = {
     {"launch", "start N local ranks of a command (distributed training)", evax::app::cmd_launch},
     {"manifest", "build a manifest CSV from a dataset's official files, or merge manifests",
      evax::app::cmd_manifest},
+    {"metrics", "classification metrics (AUC, rates, accuracy, confusion) of prediction CSVs",
+     evax::app::cmd_metrics},
     {"pretrain", "EVA-X masked image modeling pretraining (MIM) with a frozen teacher",
      evax::app::cmd_pretrain},
     {"synth", "generate synthetic chest X-rays (DICOM, PNG, masks, manifests)",

@@ -32,47 +32,102 @@ bool no_weight_decay(const std::string& name, const torch::Tensor& p) {
   return p.dim() <= 1 || ends(".bias") || name == "pos_embed" || name == "cls_token";
 }
 
-AdamW::AdamW(std::vector<NamedParam> params, AdamWOptions o) : params_(std::move(params)), opts_(o) {
-  for (const auto& np : params_) {
-    decay_.push_back(!no_weight_decay(np.name, np.param));
-    exp_avg_.push_back(torch::zeros_like(np.param, torch::MemoryFormat::Preserve));
-    exp_avg_sq_.push_back(torch::zeros_like(np.param, torch::MemoryFormat::Preserve));
+std::vector<std::string> ParamGroups::names(size_t g) const {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < params.size(); ++i)
+    if (group[i] == g) out.push_back(params[i].name);
+  return out;
+}
+
+ParamGroups make_param_groups(std::vector<NamedParam> params, double weight_decay,
+                              const LrScaleFn& lr_scale, const NoDecayFn& no_decay) {
+  ParamGroups out;
+  out.params = std::move(params);
+  for (const auto& np : out.params) {
+    const ParamGroupSpec spec{lr_scale(np.name), no_decay(np.name, np.param) ? 0.0 : weight_decay};
+    size_t g = 0;
+    while (g < out.specs.size() && !(out.specs[g].lr_scale == spec.lr_scale &&
+                                     out.specs[g].weight_decay == spec.weight_decay))
+      ++g;
+    if (g == out.specs.size()) out.specs.push_back(spec);
+    out.group.push_back(g);
   }
+  return out;
+}
+
+ParamGroups default_param_groups(std::vector<NamedParam> params, double weight_decay) {
+  return make_param_groups(
+      std::move(params), weight_decay, [](const std::string&) { return 1.0; }, no_weight_decay);
+}
+
+AdamW::AdamW(std::vector<NamedParam> params, AdamWOptions o)
+    : AdamW(default_param_groups(std::move(params), o.weight_decay()), o) {}
+
+AdamW::AdamW(ParamGroups groups, AdamWOptions o) : groups_(std::move(groups)), opts_(o) {
+  EVAX_ASSERT(groups_.group.size() == groups_.params.size(), "ParamGroups: ", groups_.params.size(),
+              " parameters but ", groups_.group.size(), " group indices");
+  for (size_t i = 0; i < groups_.params.size(); ++i) {
+    EVAX_ASSERT(groups_.group[i] < groups_.specs.size(), "ParamGroups: parameter ",
+                groups_.params[i].name, " has no group");
+    const auto& p = groups_.params[i].param;
+    exp_avg_.push_back(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+    exp_avg_sq_.push_back(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+  }
+  lr_.assign(groups_.specs.size(), 0.0);
+  for (const auto& s : groups_.specs) wd_.push_back(s.weight_decay);
+  set_lr(o.lr());
+}
+
+void AdamW::set_lr(double lr) {
+  for (size_t g = 0; g < lr_.size(); ++g) lr_[g] = lr * groups_.specs[g].lr_scale;
+}
+
+void AdamW::set_weight_decay(double wd) {
+  for (size_t g = 0; g < wd_.size(); ++g)
+    if (groups_.specs[g].weight_decay > 0) wd_[g] = wd;
 }
 
 void AdamW::zero_grad() {
-  for (auto& np : params_)
+  for (auto& np : groups_.params)
     if (np.param.grad().defined()) np.param.mutable_grad() = torch::Tensor();
 }
 
 double AdamW::clip_grad_norm(double max_norm) {
   torch::NoGradGuard ng;
   std::vector<torch::Tensor> norms;
-  for (const auto& np : params_)
+  for (const auto& np : groups_.params)
     if (np.param.grad().defined()) norms.push_back(np.param.grad().to(torch::kFloat32).norm(2));
   if (norms.empty()) return 0.0;
   const double total = torch::stack(norms).norm(2).item<double>();
   if (max_norm > 0 && total > max_norm) {
     const double coef = max_norm / (total + 1e-6);
-    for (auto& np : params_)
+    for (auto& np : groups_.params)
       if (np.param.grad().defined()) np.param.grad().mul_(coef);
   }
   return total;
 }
 
 void AdamW::step(double lr, double wd) {
+  set_lr(lr);
+  set_weight_decay(wd);
+  step();
+}
+
+void AdamW::step() {
   torch::NoGradGuard ng;
   ++step_;
   const double b1 = opts_.beta1(), b2 = opts_.beta2();
   const double bc1 = 1.0 - std::pow(b1, static_cast<double>(step_));
   const double bc2 = 1.0 - std::pow(b2, static_cast<double>(step_));
-  const double step_size = lr / bc1, bc2_sqrt = std::sqrt(bc2);
-  for (size_t i = 0; i < params_.size(); ++i) {
-    auto& p = params_[i].param;
+  const double bc2_sqrt = std::sqrt(bc2);
+  for (size_t i = 0; i < groups_.params.size(); ++i) {
+    auto& p = groups_.params[i].param;
     const auto& g = p.grad();
     if (!g.defined()) continue;
+    const double lr = lr_[groups_.group[i]], wd = wd_[groups_.group[i]];
+    const double step_size = lr / bc1;
     // Decoupled weight decay, then the Adam update (torch.optim.AdamW's order and formulas).
-    if (decay_[i] && wd != 0.0) p.mul_(1.0 - lr * wd);
+    if (wd != 0.0) p.mul_(1.0 - lr * wd);
     exp_avg_[i].lerp_(g, 1.0 - b1);
     exp_avg_sq_[i].mul_(b2).addcmul_(g, g, 1.0 - b2);
     auto denom = (exp_avg_sq_[i].sqrt() / bc2_sqrt).add_(opts_.eps());
@@ -83,9 +138,9 @@ void AdamW::step(double lr, double wd) {
 TensorMap AdamW::state() const {
   TensorMap out;
   out.emplace_back("step", torch::tensor(step_, torch::kInt64));
-  for (size_t i = 0; i < params_.size(); ++i) {
-    out.emplace_back("exp_avg." + params_[i].name, exp_avg_[i]);
-    out.emplace_back("exp_avg_sq." + params_[i].name, exp_avg_sq_[i]);
+  for (size_t i = 0; i < groups_.params.size(); ++i) {
+    out.emplace_back("exp_avg." + groups_.params[i].name, exp_avg_[i]);
+    out.emplace_back("exp_avg_sq." + groups_.params[i].name, exp_avg_sq_[i]);
   }
   return out;
 }
@@ -94,9 +149,9 @@ void AdamW::load_state(const TensorMap& state) {
   const at::Tensor* s = find(state, "step");
   if (!s) raise<DataError>("optimizer state has no `step`");
   torch::NoGradGuard ng;
-  for (size_t i = 0; i < params_.size(); ++i) {
+  for (size_t i = 0; i < groups_.params.size(); ++i) {
     for (auto* pair : {&exp_avg_, &exp_avg_sq_}) {
-      const std::string key = (pair == &exp_avg_ ? "exp_avg." : "exp_avg_sq.") + params_[i].name;
+      const std::string key = (pair == &exp_avg_ ? "exp_avg." : "exp_avg_sq.") + groups_.params[i].name;
       const at::Tensor* t = find(state, key);
       if (!t) raise<DataError>("optimizer state lacks `", key, "`");
       if (t->sizes() != (*pair)[i].sizes())

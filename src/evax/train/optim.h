@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -49,10 +50,54 @@ struct NamedParam {
 /// cls_token (EVA-02 rule; mask_token is decayed).
 bool no_weight_decay(const std::string& name, const torch::Tensor& p);
 
+/// Settings shared by a group of parameters (a torch param group).
+struct ParamGroupSpec {
+  /// The group's lr is the scheduled lr times this (layer decay).
+  double lr_scale = 1.0;
+  /// Weight decay of the group (0: not decayed).
+  double weight_decay = 0.0;
+};
+
+/// Parameters with their groups. Kept flat in the module's order (not regrouped) because that order
+/// is the order of the global gradient norm's sum: regrouping would change its last bits.
+struct ParamGroups {
+  /// Parameters in the module's order.
+  std::vector<NamedParam> params;
+  /// group[i]: index into `specs` of params[i].
+  std::vector<size_t> group;
+  /// One per distinct (lr_scale, weight_decay), in order of first appearance.
+  std::vector<ParamGroupSpec> specs;
+  /// Names of the parameters of specs[g], in order (for logs and tests).
+  std::vector<std::string> names(size_t g) const;
+};
+
+/// Scale of a parameter's lr, by name (e.g. layer decay).
+using LrScaleFn = std::function<double(const std::string& name)>;
+/// True when a parameter gets no weight decay.
+using NoDecayFn = std::function<bool(const std::string& name, const torch::Tensor& p)>;
+
+/// Groups `params` by (lr_scale(name), no_decay(name, p)) as EVA-X's param_groups_lrd does;
+/// decayed groups get `weight_decay`, the others 0.
+ParamGroups make_param_groups(std::vector<NamedParam> params, double weight_decay,
+                              const LrScaleFn& lr_scale, const NoDecayFn& no_decay);
+
+/// EVA-02 pretraining groups: lr scale 1, no decay where no_weight_decay() says so.
+ParamGroups default_param_groups(std::vector<NamedParam> params, double weight_decay);
+
 class AdamW {
  public:
+  /// default_param_groups(params, o.weight_decay()).
   AdamW(std::vector<NamedParam> params, AdamWOptions o);
-  /// One step with the given lr and wd (decayed group; the other group uses wd 0).
+  /// The groups' lr_scale and weight_decay are used as given (o.weight_decay() is not).
+  AdamW(ParamGroups groups, AdamWOptions o);
+  /// Every group's lr = lr × its lr_scale.
+  void set_lr(double lr);
+  /// Weight decay of every group built with weight_decay > 0 = wd (a weight-decay schedule, as
+  /// BEiT/EVA-02 apply it); the others stay at 0.
+  void set_weight_decay(double wd);
+  /// One step with the groups' current lr and weight decay.
+  void step();
+  /// set_lr(lr), set_weight_decay(wd), step().
   void step(double lr, double wd);
   void zero_grad();
   /// Global gradient 2-norm; scales gradients down to `max_norm` when above it (max_norm > 0).
@@ -61,13 +106,19 @@ class AdamW {
   TensorMap state() const;
   /// Restores state() output exactly (DataError when names or shapes differ).
   void load_state(const TensorMap& state);
-  const std::vector<NamedParam>& params() const { return params_; }
+  const std::vector<NamedParam>& params() const { return groups_.params; }
+  /// Parameters and their groups as built.
+  const ParamGroups& groups() const { return groups_; }
+  /// Current lr of group g (set_lr × lr_scale).
+  double group_lr(size_t g) const { return lr_[g]; }
+  /// Current weight decay of group g.
+  double group_weight_decay(size_t g) const { return wd_[g]; }
   const AdamWOptions& options() const { return opts_; }
   int64_t steps() const { return step_; }
 
  private:
-  std::vector<NamedParam> params_;
-  std::vector<bool> decay_;
+  ParamGroups groups_;
+  std::vector<double> lr_, wd_;  // per group, current
   std::vector<torch::Tensor> exp_avg_, exp_avg_sq_;
   int64_t step_ = 0;
   AdamWOptions opts_;

@@ -24,9 +24,7 @@ namespace evax {
 TrainerOptions trainer_options_from_config(const ConfigView& v, TrainerOptions o) {
   o.epochs(v.get<int64_t>("epochs", o.epochs()));
   v.check("epochs", o.epochs() >= 1, "must be >= 1");
-  o.warmup_epochs(v.get<double>("warmup_epochs", o.warmup_epochs()));
-  v.check("warmup_epochs", o.warmup_epochs() >= 0 && o.warmup_epochs() <= o.epochs(),
-          "must be in [0, epochs]");
+  o.schedule(schedule_options_from_config(v, o.epochs(), o.schedule()));
   o.accum_steps(v.get<int64_t>("accum_steps", o.accum_steps()));
   v.check("accum_steps", o.accum_steps() >= 1, "must be >= 1");
   o.log_every(v.get<int64_t>("log_every", o.log_every()));
@@ -191,12 +189,15 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
   if (steps_per_epoch < 1)
     raise<ConfigError>("an epoch has ", micro_per_epoch, " micro-batches, fewer than accum_steps = ",
                        o.accum_steps(), ": use a smaller batch or more data");
-  const int64_t total_steps = o.epochs() * steps_per_epoch;
-  const int64_t warmup = static_cast<int64_t>(std::llround(o.warmup_epochs() * steps_per_epoch));
-  const double wd_end = opt_opts.weight_decay_end() >= 0 ? opt_opts.weight_decay_end()
-                                                         : opt_opts.weight_decay();
+  const LrSchedule schedule(o.schedule(), opt_opts.lr(), opt_opts.min_lr(), o.epochs(),
+                            micro_per_epoch, o.accum_steps());
+  const int64_t total_steps = schedule.total_steps();
+  // The weight-decay schedule (EVA-02's cosine per step) only when weight_decay_end is set: the
+  // groups otherwise keep the decay they were built with.
+  const bool wd_scheduled = opt_opts.weight_decay_end() >= 0;
+  const double wd_end = wd_scheduled ? opt_opts.weight_decay_end() : opt_opts.weight_decay();
 
-  AdamW opt(task.trainable(), opt_opts);
+  AdamW opt(task.param_groups(opt_opts.weight_decay()), opt_opts);
   std::vector<torch::Tensor> params;
   for (const auto& np : opt.params()) params.push_back(np.param);
   std::unique_ptr<GradReducer> reducer;
@@ -288,7 +289,7 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
     if (epoch_done()) ++pos.epoch, pos.micro = 0;
     task.start_epoch(pos.epoch, pos.micro);
     while (pos.step < stop_step && !epoch_done()) {
-      const double lr = cosine_schedule(opt_opts.lr(), opt_opts.min_lr(), pos.step, total_steps, warmup);
+      const double lr = schedule.at(pos.step, pos.epoch, pos.micro);
       const double wd = cosine_schedule(opt_opts.weight_decay(), wd_end, pos.step, total_steps, 0);
       opt.zero_grad();
       double loss_sum = 0;
@@ -329,7 +330,9 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
       }
       if (reducer) reducer->reduce();
       const double gnorm = opt.clip_grad_norm(opt_opts.clip_grad());
-      opt.step(lr, wd);
+      opt.set_lr(lr);
+      if (wd_scheduled) opt.set_weight_decay(wd);
+      opt.step();
       ++pos.step;
       bar.set(pos.step);
 

@@ -13,6 +13,7 @@
 
 #include "evax/core/config.h"
 #include "evax/train/optim.h"
+#include "evax/train/schedule.h"
 
 namespace evax {
 
@@ -31,6 +32,11 @@ class Task {
   virtual ~Task() = default;
   /// Parameters the optimizer updates (frozen teachers excluded), with timm-style names.
   virtual std::vector<NamedParam> trainable() = 0;
+  /// trainable() in optimizer groups (lr scale, weight decay); `weight_decay` is the optimizer's.
+  /// Default: EVA-02 pretraining groups (default_param_groups). Finetuning adds layer decay.
+  virtual ParamGroups param_groups(double weight_decay) {
+    return default_param_groups(trainable(), weight_decay);
+  }
   /// Micro-batches this rank sees per epoch (equal on all ranks).
   virtual int64_t micro_batches_per_epoch() = 0;
   /// Positions the data stream at `skip` micro-batches into `epoch` (exact resume).
@@ -51,10 +57,10 @@ class Task {
 
 /// Loop settings (`train:` in configs).
 struct TrainerOptions {
-  /// Epochs of the cosine schedule.
+  /// Epochs of the schedule.
   TORCH_ARG(int64_t, epochs) = 1;
-  /// Linear warmup length in epochs (converted to optimizer steps).
-  TORCH_ARG(double, warmup_epochs) = 0.0;
+  /// Lr schedule (warmup, shape) between the optimizer's lr and min_lr.
+  TORCH_ARG(ScheduleOptions, schedule);
   /// Stop after this many optimizer steps (checkpointing there); -1: run all epochs.
   TORCH_ARG(int64_t, max_steps) = -1;
   /// Micro-batches per optimizer step (gradient accumulation).
@@ -78,8 +84,8 @@ struct TrainerOptions {
   TORCH_ARG(int64_t, inject_nan_step) = -1;
 };
 
-/// Reads `train:` (epochs, warmup_epochs, accum_steps, log_every, checkpoint_every, keep_last,
-/// max_nan_rollbacks, inject_nan_step).
+/// Reads `train:` (epochs, accum_steps, log_every, checkpoint_every, keep_last, max_nan_rollbacks,
+/// inject_nan_step, and the schedule keys of schedule_options_from_config).
 TrainerOptions trainer_options_from_config(const ConfigView& v, TrainerOptions defaults = {});
 
 /// Where a run writes (rank 0 only) and what it records.
