@@ -137,6 +137,42 @@ TEST_CASE("StoreComm: many consecutive collectives leave no keys behind") {
   CHECK(store->getNumKeys() == 0);
 }
 
+TEST_CASE("StoreComm: all_gather stacks every rank's tensor in rank order, any dtype") {
+  for (int world : {2, 3}) {
+    INFO("world " << world);
+    auto store = hash_store();
+    std::vector<std::vector<at::Tensor>> got(world), lists(world);
+    run_ranks(world, [&](int r) {
+      evax::StoreComm comm(store, r, world, 5);
+      for (const auto& t : inputs(r)) got[r].push_back(comm.all_gather(t));
+      got[r].push_back(comm.all_gather(at::full({3}, r % 2 == 1, at::kBool)));
+      got[r].push_back(comm.all_gather(at::scalar_tensor(r, at::kInt)));  // 0-d: [world]
+      lists[r] = comm.all_gather_list(at::full({2, 2}, static_cast<uint8_t>(r), at::kByte));
+    });
+    for (int r = 0; r < world; ++r) {
+      INFO("rank " << r);
+      for (int s = 0; s < world; ++s) {
+        const auto in = inputs(s);
+        for (size_t i = 0; i < in.size(); ++i) {
+          INFO("from rank " << s << " tensor " << i);
+          REQUIRE(got[r][i].size(0) == world);
+          CHECK(bitwise_equal(got[r][i][s], in[i]));
+        }
+        CHECK(at::equal(got[r][in.size()][s], at::full({3}, s % 2 == 1, at::kBool)));
+        CHECK(got[r][in.size() + 1][s].item<int>() == s);
+        REQUIRE(lists[r].size() == static_cast<size_t>(world));
+        CHECK(at::equal(lists[r][s], at::full({2, 2}, static_cast<uint8_t>(s), at::kByte)));
+      }
+    }
+    CHECK(store->getNumKeys() == 0);
+  }
+  evax::SingleComm one;
+  at::Tensor t = at::arange(6, at::kLong).view({2, 3});
+  at::Tensor g = one.all_gather(t);
+  CHECK(g.sizes() == at::IntArrayRef({1, 2, 3}));
+  CHECK(at::equal(g[0], t));
+}
+
 TEST_CASE("StoreComm over a TCPStore on 127.0.0.1") {
   const int world = 2;
   c10d::TCPStoreOptions so;

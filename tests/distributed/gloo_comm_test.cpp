@@ -98,6 +98,34 @@ TEST_CASE("gloo: all_reduce sum and max, broadcast and barrier match a serial re
   }
 }
 
+TEST_CASE("gloo: all_gather stacks every rank's tensor in rank order, several dtypes") {
+  for (int world : {2, 3}) {
+    INFO("world " << world);
+    const int port = evax::test::free_port();
+    std::vector<std::vector<at::Tensor>> got(world), lists(world);
+    run_ranks(world, [&](int r) {
+      auto comm = make(r, world, port, "gloo");
+      for (const auto& t : inputs(r)) got[r].push_back(comm->all_gather(t));
+      got[r].push_back(comm->all_gather(at::scalar_tensor(r, at::kInt)));  // 0-d: [world]
+      lists[r] = comm->all_gather_list(at::full({2, 2}, static_cast<uint8_t>(r), at::kByte));
+    });
+    for (int r = 0; r < world; ++r) {
+      INFO("rank " << r);
+      for (int s = 0; s < world; ++s) {
+        const auto in = inputs(s);
+        for (size_t i = 0; i < in.size(); ++i) {
+          INFO("from rank " << s << " tensor " << i << " " << in[i].scalar_type());
+          REQUIRE(got[r][i].size(0) == world);
+          CHECK(bitwise_equal(got[r][i][s], in[i]));
+        }
+        CHECK(got[r][in.size()][s].item<int>() == s);
+        REQUIRE(lists[r].size() == static_cast<size_t>(world));
+        CHECK(at::equal(lists[r][s], at::full({2, 2}, static_cast<uint8_t>(s), at::kByte)));
+      }
+    }
+  }
+}
+
 TEST_CASE("gloo: a peer that dies mid-run makes the others fail quickly, not hang") {
   const int port = evax::test::free_port();
   std::string error;

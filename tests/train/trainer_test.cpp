@@ -9,7 +9,9 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 
 #include "distributed/dist_test_util.h"
 #include "evax/core/error.h"
@@ -228,4 +230,130 @@ TEST_CASE("trainer: checkpoints hold the CPU generator and, with CUDA, every CUD
     INFO("cuda:" << i);
     CHECK(torch::equal(cuda_state(i), cuda0[i]));
   }
+}
+
+namespace {
+
+using LogFn = std::function<std::map<std::string, double>(int rank, int64_t position)>;
+
+// ToyTask with per-rank logs (a function of the rank and the data position) and a buffer that
+// starts different on every rank.
+class LogTask : public ToyTask {
+ public:
+  LogTask(ToyOptions o, LogFn logs)
+      : ToyTask(o), rank_(o.rank), logs_(std::move(logs)), buf_(torch::full({3}, 1.0 + o.rank)) {}
+  void start_epoch(int64_t epoch, int64_t skip) override {
+    ToyTask::start_epoch(epoch, skip);
+    pos_ = epoch * micro_batches_per_epoch() + skip;
+  }
+  MicroStep forward_micro() override {
+    MicroStep ms = ToyTask::forward_micro();
+    ms.logs = logs_(rank_, pos_++);
+    return ms;
+  }
+  std::vector<torch::Tensor> buffers() override { return {buf_}; }
+  torch::Tensor buffer() const { return buf_; }
+
+ private:
+  int rank_;
+  LogFn logs_;
+  torch::Tensor buf_;
+  int64_t pos_ = 0;
+};
+
+// Runs `world` LogTask ranks as threads; returns each rank's buffer after the run.
+std::vector<torch::Tensor> fit_log_ranks(int world, const std::string& run_dir,
+                                         const TrainerOptions& o, const LogFn& logs) {
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  std::vector<torch::Tensor> bufs(world);
+  test::run_ranks(world, [&](int r) {
+    StoreComm comm(store, r, world, 20);
+    ToyOptions to;
+    to.rank = r, to.world = world;
+    LogTask task(to, logs);
+    trainer_fit(task, adamw(), o, RunContext{run_dir, "toy: 1\n", world > 1 ? &comm : nullptr});
+    bufs[r] = task.buffer();
+  });
+  return bufs;
+}
+
+// metrics.csv as rows of cells, the header first.
+std::vector<std::vector<std::string>> read_csv(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::vector<std::string>> rows;
+  for (std::string line; std::getline(in, line);) {
+    std::vector<std::string> cells;
+    size_t start = 0;
+    for (size_t p; (p = line.find(',', start)) != std::string::npos; start = p + 1)
+      cells.push_back(line.substr(start, p - start));
+    cells.push_back(line.substr(start));
+    rows.push_back(cells);
+  }
+  return rows;
+}
+
+size_t column(const std::vector<std::string>& header, const std::string& name) {
+  auto it = std::find(header.begin(), header.end(), name);
+  REQUIRE(it != header.end());
+  return static_cast<size_t>(it - header.begin());
+}
+
+}  // namespace
+
+TEST_CASE("trainer: task logs are averaged over ranks before rank 0 logs them") {
+  test::TempDir tmp("trainer_logs");
+  fit_log_ranks(2, tmp / "run", trainer(1), [](int rank, int64_t pos) {
+    return std::map<std::string, double>{{"per_rank", rank == 0 ? 1.0 : 4.0},
+                                         {"pos_rank", 10.0 * pos + rank}};
+  });
+  auto rows = read_csv(tmp / "run/metrics.csv");
+  REQUIRE(rows.size() == 5);  // header + 4 steps
+  const size_t a = column(rows[0], "per_rank"), b = column(rows[0], "pos_rank");
+  for (size_t i = 1; i < rows.size(); ++i) {
+    INFO("row " << i);
+    CHECK(std::stod(rows[i][a]) == 2.5);
+    CHECK(std::stod(rows[i][b]) == Approx(10.0 * (i - 1) + 0.5));
+  }
+  // Ranks that return different log keys fail together instead of mixing values up.
+  CHECK_THROWS_AS(fit_log_ranks(2, tmp / "keys", trainer(1),
+                                [](int rank, int64_t) {
+                                  std::map<std::string, double> m{{"a", 1.0}};
+                                  if (rank == 1) m["b"] = 2.0;
+                                  return m;
+                                }),
+                  DistError);
+}
+
+TEST_CASE("trainer: metrics.csv takes columns that appear later and continues on resume") {
+  test::TempDir tmp("trainer_csv");
+  const std::string run = tmp / "run";
+  auto late = [](int, int64_t pos) {
+    std::map<std::string, double> m;
+    if (pos >= 3) m["late"] = 7;  // from step 4 on
+    return m;
+  };
+  fit_log_ranks(1, run, trainer().max_steps(2), late);
+  // A row logged after the last checkpoint (the run died before the next one): resume drops it.
+  { std::ofstream(run + "/metrics.csv", std::ios::app) << "3,0,1,1,1,1,1\n"; }
+  fit_log_ranks(1, run, trainer().max_steps(6).resume("auto"), late);
+  fit_log_ranks(1, run, trainer().resume("auto"), late);
+  auto rows = read_csv(run + "/metrics.csv");
+  REQUIRE(rows.size() == 17);  // header + 16 steps, each once
+  CHECK(rows[0] == std::vector<std::string>{"step", "epoch", "grad_norm", "images_per_s", "loss",
+                                            "lr", "wd", "late"});
+  for (size_t i = 1; i < rows.size(); ++i) {
+    INFO("row " << i);
+    REQUIRE(rows[i].size() == rows[0].size());
+    CHECK(rows[i][0] == std::to_string(i));
+    CHECK(rows[i][7] == (i < 4 ? "" : "7"));
+    CHECK(!rows[i][4].empty());
+  }
+}
+
+TEST_CASE("trainer: buffers start as rank 0's on every rank") {
+  test::TempDir tmp("trainer_buffers");
+  auto bufs = fit_log_ranks(2, tmp / "run", trainer(1).max_steps(1),
+                            [](int, int64_t) { return std::map<std::string, double>{}; });
+  CHECK(torch::equal(bufs[0], torch::full({3}, 1.0)));
+  CHECK(torch::equal(bufs[1], torch::full({3}, 1.0)));
 }

@@ -62,6 +62,21 @@ void BackendComm::broadcast(std::vector<at::Tensor>& tensors, int root) {
                   [&](std::vector<at::Tensor>& one) { return backend_->broadcast(one, o); });
 }
 
+at::Tensor BackendComm::all_gather(const at::Tensor& t) {
+  EVAX_ASSERT(t.defined(), "all_gather: undefined tensor");
+  at::NoGradGuard no_grad;
+  std::vector<int64_t> shape{world_size()};
+  shape.insert(shape.end(), t.sizes().begin(), t.sizes().end());
+  at::Tensor out = at::empty(shape, t.options().device(device_));
+  // One input per process; the outputs are the rows of `out` (contiguous views).
+  std::vector<at::Tensor> in{t.to(device_).contiguous()};
+  std::vector<std::vector<at::Tensor>> rows(1);
+  for (int r = 0; r < world_size(); ++r) rows[0].push_back(out[r]);
+  c10d::AllgatherOptions o;
+  run("all_gather", [&] { return backend_->allgather(rows, in, o); });
+  return t.device() == device_ ? out : out.to(t.device());
+}
+
 void BackendComm::barrier() {
   c10d::BarrierOptions o;
   if (device_.is_cuda()) o.device_ids = {device_.index()};

@@ -24,6 +24,7 @@ class BackendComm : public Comm {
   void all_reduce(std::vector<at::Tensor>& tensors, ReduceOp op) override;
   void broadcast(std::vector<at::Tensor>& tensors, int root) override;
   void barrier() override;
+  at::Tensor all_gather(const at::Tensor& t) override;
 
  private:
   template <class F>

@@ -105,6 +105,19 @@ double Comm::all_reduce_max(double v) {
   return world_size() == 1 ? v : reduce_scalar(v, ReduceOp::kMax);
 }
 
+std::vector<at::Tensor> Comm::all_gather_list(const at::Tensor& t) {
+  at::Tensor all = all_gather(t);
+  std::vector<at::Tensor> out;
+  for (int r = 0; r < world_size(); ++r) out.push_back(all[r]);
+  return out;
+}
+
+at::Tensor SingleComm::all_gather(const at::Tensor& t) {
+  EVAX_ASSERT(t.defined(), "all_gather: undefined tensor");
+  at::NoGradGuard no_grad;
+  return t.unsqueeze(0).clone();
+}
+
 void SingleComm::broadcast(std::vector<at::Tensor>&, int root) {
   EVAX_CHECK(DistError, root == 0, "broadcast: root ", root, " is not a rank of a world of 1");
 }
@@ -313,6 +326,28 @@ void StoreComm::broadcast(std::vector<at::Tensor>& tensors, int root) {
     }
     ++seq_;
   }
+}
+
+at::Tensor StoreComm::all_gather(const at::Tensor& t) {
+  EVAX_ASSERT(t.defined(), "all_gather: undefined tensor");
+  at::NoGradGuard no_grad;
+  std::vector<int64_t> shape{world_size()};
+  shape.insert(shape.end(), t.sizes().begin(), t.sizes().end());
+  at::Tensor out = at::empty(shape, t.options().device(at::kCPU));
+  out[rank()].copy_(t);
+  if (world_size() > 1) {
+    const auto deadline = Clock::now() + timeout_;
+    const std::string what = str_cat("all_gather #", seq_);
+    const size_t bytes = t.numel() * t.element_size();
+    // Rows of a contiguous [world, ...] tensor: rank r's data at out[r].
+    auto row = [&](int r) { return static_cast<uint8_t*>(out.data_ptr()) + r * bytes; };
+    for (int d = 0; d < world_size(); ++d)
+      if (d != rank()) send(key("ag", 0, rank(), d), row(rank()), bytes);
+    for (int s = 0; s < world_size(); ++s)
+      if (s != rank()) recv(key("ag", 0, s, rank()), s, row(s), bytes, what, deadline);
+    ++seq_;
+  }
+  return t.device().is_cpu() ? out : out.to(t.device());
 }
 
 void StoreComm::barrier() {

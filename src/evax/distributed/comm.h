@@ -57,6 +57,11 @@ class Comm {
   virtual void broadcast(std::vector<at::Tensor>& tensors, int root) = 0;
   /// Returns once every rank has called barrier().
   virtual void barrier() = 0;
+  /// Every rank's `t` (same shape and dtype on all ranks), stacked in rank order: a
+  /// [world_size, t.sizes()...] tensor on t's device. Any dtype; `t` is left unchanged.
+  virtual at::Tensor all_gather(const at::Tensor& t) = 0;
+  /// all_gather() as one tensor per rank, in rank order.
+  std::vector<at::Tensor> all_gather_list(const at::Tensor& t);
 
   /// Sums across ranks, in place (see all_reduce).
   void all_reduce_sum(std::vector<at::Tensor>& tensors) { all_reduce(tensors, ReduceOp::kSum); }
@@ -82,6 +87,7 @@ class SingleComm : public Comm {
   void all_reduce(std::vector<at::Tensor>&, ReduceOp) override {}
   void broadcast(std::vector<at::Tensor>&, int root) override;
   void barrier() override {}
+  at::Tensor all_gather(const at::Tensor& t) override;
 };
 
 /// CPU collectives as point-to-point messages through a c10d::Store.
@@ -91,6 +97,7 @@ class SingleComm : public Comm {
 /// back to every rank. Deterministic, and bit-identical on all ranks because each chunk is
 /// reduced once. Each key ("ar/<seq>/<phase>/<src>/<dst>") has one reader, who deletes it, so
 /// the store does not grow. Supports float32/64, bfloat16, float16, int32, int64.
+/// all_gather: each rank sends its raw bytes to every other rank (any dtype).
 ///
 /// Rank 0's destructor waits (up to the timeout) until every rank has destroyed its StoreComm,
 /// because rank 0's process hosts the TCP store the others may still be reading from.
@@ -105,6 +112,7 @@ class StoreComm : public Comm {
   void all_reduce(std::vector<at::Tensor>& tensors, ReduceOp op) override;
   void broadcast(std::vector<at::Tensor>& tensors, int root) override;
   void barrier() override;
+  at::Tensor all_gather(const at::Tensor& t) override;
 
  private:
   using Clock = std::chrono::steady_clock;

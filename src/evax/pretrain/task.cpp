@@ -139,6 +139,8 @@ std::vector<NamedParam> PretrainTask::trainable() {
   return out;
 }
 
+std::vector<torch::Tensor> PretrainTask::buffers() { return student_->buffers(true); }
+
 int64_t PretrainTask::micro_batches_per_epoch() { return loader_->batches_per_epoch(); }
 
 void PretrainTask::start_epoch(int64_t epoch, int64_t skip) { loader_->start_epoch(epoch, skip); }

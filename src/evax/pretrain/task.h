@@ -57,6 +57,8 @@ class PretrainTask : public Task {
   PretrainTask(const PretrainOptions& o, int rank, int world);
 
   std::vector<NamedParam> trainable() override;
+  /// The student's buffers.
+  std::vector<torch::Tensor> buffers() override;
   int64_t micro_batches_per_epoch() override;
   void start_epoch(int64_t epoch, int64_t skip) override;
   MicroStep forward_micro() override;

@@ -1,9 +1,11 @@
 #include "evax/train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
@@ -144,36 +146,95 @@ void check_same_run(const nlohmann::json& meta, const nlohmann::json& now, const
   }
 }
 
-// Appends rows to metrics.csv; the header is fixed by the first row's keys.
+// metrics.csv: "step" then one column per metric in order of first appearance. A row with a new
+// metric rewrites the file atomically with the union of columns (earlier rows get empty cells).
+// Opening it keeps the rows up to `keep_through` (the step training continues from) and their
+// columns, so a resumed run continues the same file and never repeats a step.
 class MetricsCsv {
  public:
-  explicit MetricsCsv(const std::string& path) : path_(path) {}
-  void write(int64_t step, const std::map<std::string, double>& row) {
-    if (header_.empty()) {
-      for (const auto& kv : row) header_.push_back(kv.first);
-      const bool fresh = !fs::exists(path_) || fs::file_size(path_) == 0;
-      out_.open(path_, std::ios::app);
-      if (fresh) {
-        out_ << "step";
-        for (const auto& h : header_) out_ << "," << h;
-        out_ << "\n";
+  MetricsCsv(std::string path, int64_t keep_through) : path_(std::move(path)) {
+    if (!fs::exists(path_)) return;
+    std::istringstream in(read_file(path_));
+    std::string line;
+    bool header = true;
+    while (std::getline(in, line)) {
+      if (line.empty()) continue;
+      std::vector<std::string> cells;
+      std::stringstream ls(line);
+      for (std::string c; std::getline(ls, c, ',');) cells.push_back(c);
+      if (!line.empty() && line.back() == ',') cells.push_back("");
+      if (header) {
+        header = false;
+        if (cells.empty() || cells[0] != "step") break;  // not ours: start over
+        columns_.assign(cells.begin() + 1, cells.end());
+        continue;
       }
+      int64_t step = 0;
+      try {
+        step = std::stoll(cells.at(0));
+      } catch (const std::exception&) {
+        continue;  // a torn last line
+      }
+      if (step > keep_through) continue;
+      cells.resize(columns_.size() + 1);
+      rows_.push_back(std::move(cells));
     }
-    out_ << step;
-    for (const auto& h : header_) {
-      auto it = row.find(h);
-      out_ << ",";
-      if (it != row.end()) out_ << it->second;
+    rewrite();
+  }
+
+  void write(int64_t step, const std::map<std::string, double>& row) {
+    bool grew = false;
+    for (const auto& kv : row)
+      if (std::find(columns_.begin(), columns_.end(), kv.first) == columns_.end())
+        columns_.push_back(kv.first), grew = true;
+    std::vector<std::string> cells{std::to_string(step)};
+    for (const auto& c : columns_) {
+      auto it = row.find(c);
+      cells.push_back(it == row.end() ? "" : str_cat(it->second));
     }
-    out_ << "\n";
+    rows_.push_back(cells);
+    if (grew || !out_.is_open()) {
+      rewrite();
+      return;
+    }
+    out_ << join(cells) << "\n";
     out_.flush();
   }
 
  private:
+  static std::string join(const std::vector<std::string>& cells) {
+    std::string s;
+    for (size_t i = 0; i < cells.size(); ++i) s += (i ? "," : "") + cells[i];
+    return s;
+  }
+  void rewrite() {
+    if (out_.is_open()) out_.close();
+    if (!rows_.empty() || !columns_.empty()) {
+      std::vector<std::string> head{"step"};
+      head.insert(head.end(), columns_.begin(), columns_.end());
+      std::string text = join(head) + "\n";
+      for (auto& r : rows_) {
+        r.resize(columns_.size() + 1);
+        text += join(r) + "\n";
+      }
+      write_file_atomic(path_, text);
+      out_.open(path_, std::ios::app);
+    }
+  }
+
   std::string path_;
-  std::vector<std::string> header_;
+  std::vector<std::string> columns_;          // without "step"
+  std::vector<std::vector<std::string>> rows_;  // every row, step first (rewrites need them)
   std::ofstream out_;
 };
+
+// FNV-1a of the log keys, exact in a double: ranks compare their key sets with it.
+double keys_hash(const std::map<std::string, double>& logs) {
+  uint32_t h = 2166136261u;
+  for (const auto& kv : logs)
+    for (char c : kv.first + '\0') h = (h ^ static_cast<uint8_t>(c)) * 16777619u;
+  return static_cast<double>(h);
+}
 
 }  // namespace
 
@@ -202,7 +263,7 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
   for (const auto& np : opt.params()) params.push_back(np.param);
   std::unique_ptr<GradReducer> reducer;
   if (world > 1) {
-    broadcast_parameters(*ctx.comm, params, {});
+    broadcast_parameters(*ctx.comm, params, task.buffers());
     reducer = std::make_unique<GradReducer>(*ctx.comm, params);
   }
 
@@ -267,7 +328,7 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
   std::unique_ptr<MetricsCsv> csv;
   if (main_rank) {
     tb = std::make_unique<TensorBoardWriter>(ctx.run_dir + "/tensorboard");
-    csv = std::make_unique<MetricsCsv>(ctx.run_dir + "/metrics.csv");
+    csv = std::make_unique<MetricsCsv>(ctx.run_dir + "/metrics.csv", pos.step);
   }
   const int64_t stop_step =
       o.max_steps() >= 0 ? std::min(o.max_steps(), total_steps) : total_steps;
@@ -310,7 +371,17 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
       pos.micro += o.accum_steps();
       double mean_loss = loss_sum / o.accum_steps();
       double bad = std::isfinite(mean_loss) ? 0.0 : 1.0;
-      if (ctx.comm) bad = ctx.comm->all_reduce_max(bad);
+      if (ctx.comm && world > 1) {
+        // One max-reduce: any rank's NaN, and (as max and -min) the log key sets, which must
+        // agree before the logs are reduced as one tensor.
+        const double n = static_cast<double>(extra.size()), h = keys_hash(extra);
+        std::vector<at::Tensor> t{at::tensor({bad, n, -n, h, -h}, at::kDouble)};
+        ctx.comm->all_reduce(t, ReduceOp::kMax);
+        auto v = t[0].accessor<double, 1>();
+        bad = v[0];
+        EVAX_CHECK(DistError, v[1] == -v[2] && v[3] == -v[4], "step ", pos.step,
+                   ": the ranks' tasks returned different log keys (rank ", rank, ": ", n, " keys)");
+      }
       if (bad > 0) {
         ++pos.nan_rollbacks;
         const Position skip_to = pos;  // the data position after the offending batch
@@ -336,7 +407,17 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
       ++pos.step;
       bar.set(pos.step);
 
-      if (ctx.comm) mean_loss = ctx.comm->all_reduce_sum(mean_loss) / world;
+      if (ctx.comm && world > 1) {
+        // Loss and task logs: plain means over ranks (every rank has the same batch).
+        std::vector<double> vals{mean_loss};
+        for (const auto& kv : extra) vals.push_back(kv.second);
+        std::vector<at::Tensor> t{at::tensor(vals, at::kDouble)};
+        ctx.comm->all_reduce_sum(t);
+        auto v = t[0].accessor<double, 1>();
+        mean_loss = v[0] / world;
+        int64_t k = 1;
+        for (auto& kv : extra) kv.second = v[k++] / world;
+      }
       window["loss"] += mean_loss;
       window["grad_norm"] += gnorm;
       for (const auto& kv : extra) window[kv.first] += kv.second;

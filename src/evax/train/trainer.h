@@ -22,7 +22,9 @@ class Comm;
 /// One forward pass on one micro-batch.
 struct MicroStep {
   torch::Tensor loss;                   ///< scalar, fp32
-  std::map<std::string, double> logs;  ///< extra scalars averaged over the step (e.g. mask_ratio)
+  /// Extra scalars (e.g. mask_ratio): averaged over the step's micro-batches, then over ranks (a
+  /// plain mean: every rank has the same batch). Every rank must return the same keys.
+  std::map<std::string, double> logs;
   int64_t samples = 0;                  ///< images in the micro-batch
 };
 
@@ -37,6 +39,9 @@ class Task {
   virtual ParamGroups param_groups(double weight_decay) {
     return default_param_groups(trainable(), weight_decay);
   }
+  /// Buffers (e.g. BatchNorm running statistics) that every rank must start with: broadcast from
+  /// rank 0 at the start, like trainable(). Default: none.
+  virtual std::vector<torch::Tensor> buffers() { return {}; }
   /// Micro-batches this rank sees per epoch (equal on all ranks).
   virtual int64_t micro_batches_per_epoch() = 0;
   /// Positions the data stream at `skip` micro-batches into `epoch` (exact resume).
