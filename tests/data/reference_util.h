@@ -1,40 +1,19 @@
-// PIL / timm / torchvision reference tensors for the transform and sampler tests, made by
-// tools/pil_reference.py with the pinned venv once per build tree (regenerated when the script is
-// newer than the file). Empty when no EVAX_PYTHON is configured: tests then skip with a warning.
+// PIL / timm / torchvision reference tensors for the transform and sampler tests
+// (tools/pil_reference.py). Empty without EVAX_PYTHON: tests then skip.
 #pragma once
 
-#include <cstdlib>
-#include <filesystem>
 #include <string>
 
-#include "evax/io/safetensors.h"
-#include "test_util.h"
+#include "python_reference.h"
 
 namespace evax::test {
 
 inline const TensorMap& pil_reference() {
-  static const TensorMap map = [] {
-    namespace fs = std::filesystem;
-    const std::string python = EVAX_PYTHON;
-    if (python.empty()) return TensorMap{};
-    const std::string script = source_path("tools/pil_reference.py");
-    const std::string out =
-        std::string(EVAX_BINARY_DIR) + "/fixtures/data/pil_reference.safetensors";
-    std::error_code ec;
-    if (!fs::exists(out) || fs::last_write_time(script) > fs::last_write_time(out, ec)) {
-      const std::string cmd = "\"" + python + "\" \"" + script + "\" --out \"" + out + "\"";
-      if (std::system(cmd.c_str()) != 0) throw std::runtime_error("failed: " + cmd);
-    }
-    return safetensors_load(out);
-  }();
+  static const TensorMap map = python_reference("pil_reference.py", "data/pil_reference.safetensors");
   return map;
 }
 
-/// The reference tensor `name` (std::runtime_error when absent: the script and test disagree).
-inline at::Tensor ref(const std::string& name) {
-  const at::Tensor* t = find(pil_reference(), name);
-  if (!t) throw std::runtime_error("no reference tensor " + name);
-  return *t;
-}
+/// The reference tensor `name`.
+inline at::Tensor ref(const std::string& name) { return reference_tensor(pil_reference(), name); }
 
 }  // namespace evax::test
