@@ -24,7 +24,10 @@
 #include "evax/io/dicom.h"
 #include "evax/io/image.h"
 #include "evax/io/safetensors.h"
+#include "io/mat_util.h"
 #include "test_util.h"
+
+using evax::test::max_abs_mat_diff;
 
 using Catch::Matchers::Contains;
 
@@ -104,12 +107,6 @@ cv::Mat modality_values(const evax::DicomPixels& p) {
   return v;
 }
 
-double max_abs(const cv::Mat& a, const cv::Mat& b) {
-  REQUIRE(a.size() == b.size());
-  REQUIRE(a.type() == b.type());
-  return cv::norm(a, b, cv::NORM_INF);
-}
-
 evax::DicomPixels read_frame(const std::string& path, int frame) {
   evax::DicomOptions o;
   o.frame = frame;
@@ -163,26 +160,27 @@ TEST_CASE("dicom_read JPEG 2000: the 15-of-16-bit MONOCHROME1 radiograph", "[dic
   }
   // Lossless: the stored values, the modality image and both [0,1] mappings equal the
   // uncompressed original's exactly.
-  CHECK(max_abs(stored_values(lossless), truth) == 0);
-  CHECK(max_abs(lossless.image, native.image) == 0);
+  CHECK(max_abs_mat_diff(stored_values(lossless), truth) == 0);
+  CHECK(max_abs_mat_diff(lossless.image, native.image) == 0);
   for (bool voi : {false, true})
-    CHECK(max_abs(evax::dicom_to_unit(lossless, voi), evax::dicom_to_unit(native, voi)) == 0);
-  CHECK(max_abs(evax::image_read_unit(fx.path("cr_lossless")),
+    CHECK(max_abs_mat_diff(evax::dicom_to_unit(lossless, voi), evax::dicom_to_unit(native, voi)) ==
+          0);
+  CHECK(max_abs_mat_diff(evax::image_read_unit(fx.path("cr_lossless")),
                 evax::image_read_unit(fx.path("cr_native"))) == 0);
   // The default [0,1] mapping is the stored range, inverted: y = (M - s) / M, 1 = densest.
   cv::Mat want = (m - truth) / m;
   cv::Mat unit;
   evax::dicom_to_unit(lossless, false).convertTo(unit, CV_64F);
-  CHECK(max_abs(unit, want) <= 1e-6);
+  CHECK(max_abs_mat_diff(unit, want) <= 1e-6);
   // Lossy: close to the original (PSNR ~44 dB at 12:1), the same as pydicom's decode.
   const cv::Mat lossy_stored = stored_values(lossy);
-  const double err = max_abs(lossy_stored, truth);
+  const double err = max_abs_mat_diff(lossy_stored, truth);
   const double mean_err = cv::norm(lossy_stored, truth, cv::NORM_L1) / truth.total();
   INFO("lossy max abs error " << err << ", mean " << mean_err);
   CHECK(err > 0);
   CHECK(mean_err < 0.005 * m);
   const evax::TensorMap lref = reference("cr_lossy");
-  CHECK(max_abs(lossy_stored, frame_of(*evax::find(lref, "pixels"), 0)) == 0);
+  CHECK(max_abs_mat_diff(lossy_stored, frame_of(*evax::find(lref, "pixels"), 0)) == 0);
 }
 
 TEST_CASE("dicom_read JPEG 2000: lossless files equal their uncompressed originals",
@@ -207,18 +205,19 @@ TEST_CASE("dicom_read JPEG 2000: lossless files equal their uncompressed origina
         CHECK(p.lo == o.lo);
         CHECK(p.hi == o.hi);
         CHECK(p.inverted == o.inverted);
-        CHECK(max_abs(p.image, o.image) == 0);
+        CHECK(max_abs_mat_diff(p.image, o.image) == 0);
         for (bool voi : {false, true})
-          CHECK(max_abs(evax::dicom_to_unit(p, voi), evax::dicom_to_unit(o, voi)) == 0);
+          CHECK(max_abs_mat_diff(evax::dicom_to_unit(p, voi), evax::dicom_to_unit(o, voi)) == 0);
         if (p.is_color) {
           cv::Mat lum;
           p.image.convertTo(lum, CV_64F);
-          CHECK(max_abs(lum, luminance_of(truth, k)) <= 1e-4);
-          CHECK(max_abs(lum, luminance_of(pixels, k)) <= 1e-4);
+          CHECK(max_abs_mat_diff(lum, luminance_of(truth, k)) <= 1e-4);
+          CHECK(max_abs_mat_diff(lum, luminance_of(pixels, k)) <= 1e-4);
         } else {
-          CHECK(max_abs(stored_values(p), frame_of(truth, k)) == 0);
-          CHECK(max_abs(stored_values(p), frame_of(pixels, k)) == 0);
-          CHECK(max_abs(modality_values(p), frame_of(*evax::find(ref, "modality"), k)) == 0);
+          CHECK(max_abs_mat_diff(stored_values(p), frame_of(truth, k)) == 0);
+          CHECK(max_abs_mat_diff(stored_values(p), frame_of(pixels, k)) == 0);
+          const cv::Mat want = frame_of(*evax::find(ref, "modality"), k);
+          CHECK(max_abs_mat_diff(modality_values(p), want) == 0);
         }
       }
       evax::DicomOptions o;
@@ -246,13 +245,14 @@ TEST_CASE("dicom_read JPEG 2000: lossy files equal pydicom + pylibjpeg-openjpeg"
         if (p.is_color) {
           cv::Mat lum;
           p.image.convertTo(lum, CV_64F);
-          worst = std::max(worst, max_abs(lum, luminance_of(pixels, k)));
-          error = std::max(error, max_abs(lum, luminance_of(truth, k)));
+          worst = std::max(worst, max_abs_mat_diff(lum, luminance_of(pixels, k)));
+          error = std::max(error, max_abs_mat_diff(lum, luminance_of(truth, k)));
         } else {
           const cv::Mat s = stored_values(p);
-          worst = std::max(worst, max_abs(s, frame_of(pixels, k)));
-          error = std::max(error, max_abs(s, frame_of(truth, k)));
-          CHECK(max_abs(modality_values(p), frame_of(*evax::find(ref, "modality"), k)) == 0);
+          worst = std::max(worst, max_abs_mat_diff(s, frame_of(pixels, k)));
+          error = std::max(error, max_abs_mat_diff(s, frame_of(truth, k)));
+          const cv::Mat want = frame_of(*evax::find(ref, "modality"), k);
+          CHECK(max_abs_mat_diff(modality_values(p), want) == 0);
         }
       }
       const bool color = e.at("photometric") == "YBR_ICT";
@@ -294,7 +294,7 @@ TEST_CASE("dicom_read JPEG 2000: signedness and precision follow pydicom's rules
   SECTION("an unsigned codestream under PixelRepresentation 1 is read back as signed") {
     const evax::DicomPixels p = evax::dicom_read(fx.path("signed_as_unsigned"));
     const evax::DicomPixels o = evax::dicom_read(fx.path("signed_native"));
-    CHECK(max_abs(p.image, o.image) == 0);
+    CHECK(max_abs_mat_diff(p.image, o.image) == 0);
   }
   SECTION("codestream precision 16 over 12 bits stored: values are not masked") {
     // The lossy decode overshoots 4095 (OpenJPEG clips at the codestream's 16 bits); pydicom

@@ -14,7 +14,10 @@
 #include "evax/core/error.h"
 #include "evax/core/files.h"
 #include "evax/io/dicom_write.h"
+#include "io/mat_util.h"
 #include "test_util.h"
+
+using evax::test::max_abs_mat_diff;
 
 using Catch::Matchers::Contains;
 
@@ -29,12 +32,6 @@ cv::Mat gradient(int rows, int cols, int type, double max) {
   cv::Mat out;
   m.convertTo(out, type);
   return out;
-}
-
-double max_diff(const cv::Mat& a, const cv::Mat& b) {
-  REQUIRE(a.size() == b.size());
-  REQUIRE(a.type() == b.type());
-  return cv::norm(a, b, cv::NORM_INF);
 }
 
 /// BT.601 luminance of a BGR(A) image in float, per pixel, / `max`.
@@ -77,14 +74,14 @@ TEST_CASE("image_read_unit: PNG and JPEG", "[image]") {
     p.convertTo(want, CV_32F, 1.0 / 255);
     const cv::Mat got = evax::image_read_unit(tmp / "g8.png");
     CHECK(got.type() == CV_32F);
-    CHECK(max_diff(got, want) == 0);
+    CHECK(max_abs_mat_diff(got, want) == 0);
   }
   SECTION("16-bit gray PNG reads as p / 65535") {
     const cv::Mat p = gradient(8, 300, CV_16U, 65535);
     REQUIRE(cv::imwrite(tmp / "g16.png", p));
     cv::Mat want;
     p.convertTo(want, CV_32F, 1.0 / 65535);
-    CHECK(max_diff(evax::image_read_unit(tmp / "g16.png"), want) == 0);
+    CHECK(max_abs_mat_diff(evax::image_read_unit(tmp / "g16.png"), want) == 0);
   }
   SECTION("colour PNG (8 and 16 bit, with and without alpha) reads as luminance") {
     for (int depth : {CV_8U, CV_16U}) {
@@ -100,7 +97,7 @@ TEST_CASE("image_read_unit: PNG and JPEG", "[image]") {
         const std::string path = tmp / ("c" + std::to_string(channels) + ".png");
         REQUIRE(cv::imwrite(path, bgr));
         INFO("depth " << depth << ", channels " << channels);
-        CHECK(max_diff(evax::image_read_unit(path), luminance(bgr, max)) <= 1e-6);
+        CHECK(max_abs_mat_diff(evax::image_read_unit(path), luminance(bgr, max)) <= 1e-6);
       }
     }
   }
@@ -111,7 +108,7 @@ TEST_CASE("image_read_unit: PNG and JPEG", "[image]") {
     REQUIRE(cv::imwrite(tmp / "a.jpg", smooth, {cv::IMWRITE_JPEG_QUALITY, 100}));
     cv::Mat want;
     smooth.convertTo(want, CV_32F, 1.0 / 255);
-    CHECK(max_diff(evax::image_read_unit(tmp / "a.jpg"), want) <= 4.0 / 255);
+    CHECK(max_abs_mat_diff(evax::image_read_unit(tmp / "a.jpg"), want) <= 4.0 / 255);
   }
 }
 
