@@ -91,18 +91,18 @@ std::string run_checkpoint_dir(const std::string& root, int64_t step) {
   return root + "/" + step_name(step);
 }
 
-std::string run_checkpoint_save(const std::string& root, int64_t step, const TensorMap& model,
-                                const TensorMap& trainer, nlohmann::json meta, int keep_last) {
-  EVAX_ASSERT(keep_last >= 1);
-  const std::string final_dir = run_checkpoint_dir(root, step);
-  const std::string tmp = root + "/.tmp-" + step_name(step) + "-" + std::to_string(::getpid());
+namespace {
+
+// Writes the checkpoint files into a temporary sibling of `final_dir`, then renames it over
+// `final_dir`: an existing directory is replaced only once the new one is complete.
+void write_checkpoint_dir(const std::string& final_dir, const std::string& tmp,
+                          const TensorMap& model, const TensorMap& trainer, nlohmann::json meta) {
   std::error_code ec;
   fs::remove_all(tmp, ec);
   fs::create_directories(tmp, ec);
   if (ec) raise<DataError>("cannot create checkpoint folder '", tmp, "': ", ec.message());
   safetensors_save(tmp + "/model.safetensors", model);
   safetensors_save(tmp + "/trainer.safetensors", trainer);
-  meta["step"] = step;
   meta["files"] = nlohmann::json::object();
   for (const char* f : kFiles) {
     const std::string p = tmp + "/" + f;
@@ -110,15 +110,45 @@ std::string run_checkpoint_save(const std::string& root, int64_t step, const Ten
   }
   write_file_atomic(tmp + "/meta.json", meta.dump(2) + "\n");
   fsync_path(tmp, true);
-  // Replace an existing checkpoint of the same step (a re-run after rollback) only once the new
-  // one is complete.
-  if (fs::exists(final_dir)) fs::remove_all(final_dir, ec);
-  if (::rename(tmp.c_str(), final_dir.c_str()) != 0)
+  if (fs::exists(final_dir)) {
+    // rename() cannot replace a non-empty directory: move the old one aside first.
+    const std::string old = tmp + ".old";
+    fs::remove_all(old, ec);
+    if (::rename(final_dir.c_str(), old.c_str()) != 0)
+      raise<DataError>("cannot move '", final_dir, "' aside to replace it");
+    if (::rename(tmp.c_str(), final_dir.c_str()) != 0)
+      raise<DataError>("cannot rename '", tmp, "' to '", final_dir, "'");
+    fs::remove_all(old, ec);
+  } else if (::rename(tmp.c_str(), final_dir.c_str()) != 0) {
     raise<DataError>("cannot rename '", tmp, "' to '", final_dir, "'");
-  fsync_path(root, true);
+  }
+  fsync_path(fs::path(final_dir).parent_path().string(), true);
+}
+
+}  // namespace
+
+std::string run_checkpoint_save(const std::string& root, int64_t step, const TensorMap& model,
+                                const TensorMap& trainer, nlohmann::json meta, int keep_last) {
+  EVAX_ASSERT(keep_last >= 1);
+  const std::string final_dir = run_checkpoint_dir(root, step);
+  const std::string tmp = root + "/.tmp-" + step_name(step) + "-" + std::to_string(::getpid());
+  meta["step"] = step;
+  // Replaces an existing checkpoint of the same step (a re-run after rollback).
+  write_checkpoint_dir(final_dir, tmp, model, trainer, std::move(meta));
+  std::error_code ec;
   auto dirs = step_dirs(root);
   for (size_t i = 0; i + keep_last < dirs.size(); ++i) fs::remove_all(dirs[i], ec);
   return final_dir;
+}
+
+void run_checkpoint_save_at(const std::string& dir, const TensorMap& model,
+                            const TensorMap& trainer, nlohmann::json meta) {
+  const fs::path p(dir);
+  std::error_code ec;
+  fs::create_directories(p.parent_path(), ec);
+  const std::string tmp = (p.parent_path() / (".tmp-" + p.filename().string() + "-" +
+                                              std::to_string(::getpid()))).string();
+  write_checkpoint_dir(dir, tmp, model, trainer, std::move(meta));
 }
 
 std::optional<std::string> run_checkpoint_find_latest(const std::string& root) {

@@ -33,6 +33,12 @@ std::string run_checkpoint_dir(const std::string& root, int64_t step);
 std::string run_checkpoint_save(const std::string& root, int64_t step, const TensorMap& model,
                                 const TensorMap& trainer, nlohmann::json meta, int keep_last);
 
+/// Writes a checkpoint in the same layout to the named directory `dir` (e.g. `<root>/best`),
+/// atomically: an existing `dir` is replaced only once the new one is complete. `meta` is stored
+/// as given (plus the file checksums).
+void run_checkpoint_save_at(const std::string& dir, const TensorMap& model,
+                            const TensorMap& trainer, nlohmann::json meta);
+
 /// The newest checkpoint under `root` whose files are complete and match their checksums
 /// (damaged or half-written ones are skipped with a warning).
 std::optional<std::string> run_checkpoint_find_latest(const std::string& root);

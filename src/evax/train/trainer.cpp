@@ -41,7 +41,46 @@ TrainerOptions trainer_options_from_config(const ConfigView& v, TrainerOptions o
   return o;
 }
 
+EvalHookOptions eval_hook_options_from_config(const ConfigView& v, EvalHookOptions o) {
+  o.every(v.get<int64_t>("every", o.every()));
+  v.check("every", o.every() >= 0, "must be >= 0 (0 = only at the end)");
+  o.metric(v.get<std::string>("metric", o.metric()));
+  o.mode(v.get<std::string>("mode", o.mode()));
+  v.check("mode", o.mode() == "max" || o.mode() == "min", "must be max or min");
+  o.patience(v.get<int64_t>("patience", o.patience()));
+  v.check("patience", o.patience() >= 0, "must be >= 0 (0 = no early stopping)");
+  v.check("patience", o.patience() == 0 || !o.metric().empty(),
+          "early stopping needs eval.metric (the metric it watches)");
+  o.min_delta(v.get<double>("min_delta", o.min_delta()));
+  v.check("min_delta", o.min_delta() >= 0, "must be >= 0");
+  return o;
+}
+
 namespace {
+
+// The selection state of the evaluation hook; saved in every checkpoint.
+struct BestState {
+  double value = std::nan("");  // best eval.metric so far (NaN: none yet)
+  int64_t step = -1;
+  int64_t since = 0;            // evaluations since the best
+  bool stopped = false;         // early stopping fired
+};
+
+nlohmann::json best_to_json(const BestState& b) {
+  return {{"value", std::isnan(b.value) ? nlohmann::json(nullptr) : nlohmann::json(b.value)},
+          {"step", b.step}, {"evals_since_best", b.since}, {"stopped_early", b.stopped}};
+}
+
+BestState best_from_json(const nlohmann::json& meta) {
+  BestState b;
+  if (!meta.contains("best")) return b;
+  const auto& j = meta["best"];
+  b.value = j["value"].is_null() ? std::nan("") : j["value"].get<double>();
+  b.step = j.value("step", int64_t{-1});
+  b.since = j.value("evals_since_best", int64_t{0});
+  b.stopped = j.value("stopped_early", false);
+  return b;
+}
 
 // Where the data stream and the schedule stand; saved in every checkpoint.
 struct Position {
@@ -103,7 +142,7 @@ void set_rng_state(const TensorMap& t, const std::string& dir) {
 
 // The settings a checkpoint is only valid for: the trainer's and the task's.
 nlohmann::json run_record(Task& task, int world, int64_t accum, int64_t total_steps,
-                          int64_t micro_per_epoch) {
+                          int64_t micro_per_epoch, double ema_decay) {
   nlohmann::json run = task.run_identity();
   EVAX_ASSERT(run.is_object(), "Task::run_identity() must return a JSON object");
   for (const auto& [key, value] :
@@ -114,6 +153,8 @@ nlohmann::json run_record(Task& task, int world, int64_t accum, int64_t total_st
     EVAX_ASSERT(!run.contains(key), "Task::run_identity() reuses the trainer's field ", key);
     run[key] = value;
   }
+  EVAX_ASSERT(!run.contains("ema_decay"), "Task::run_identity() reuses the trainer's field ema_decay");
+  run["ema_decay"] = ema_decay;
   return run;
 }
 
@@ -184,13 +225,23 @@ class MetricsCsv {
 
   void write(int64_t step, const std::map<std::string, double>& row) {
     bool grew = false;
+    const std::string step_s = std::to_string(step);
     for (const auto& kv : row)
       if (std::find(columns_.begin(), columns_.end(), kv.first) == columns_.end())
         columns_.push_back(kv.first), grew = true;
-    std::vector<std::string> cells{std::to_string(step)};
-    for (const auto& c : columns_) {
-      auto it = row.find(c);
-      cells.push_back(it == row.end() ? "" : str_cat(it->second));
+    // A second write for the same step (an evaluation after the step's training log) fills the
+    // same row: one row per step.
+    const bool merge = !rows_.empty() && rows_.back()[0] == step_s;
+    std::vector<std::string> cells = merge ? rows_.back() : std::vector<std::string>{step_s};
+    cells.resize(columns_.size() + 1);
+    for (size_t i = 0; i < columns_.size(); ++i) {
+      auto it = row.find(columns_[i]);
+      if (it != row.end()) cells[i + 1] = str_cat(it->second);
+    }
+    if (merge) {
+      rows_.back() = cells;
+      rewrite();
+      return;
     }
     rows_.push_back(cells);
     if (grew || !out_.is_open()) {
@@ -266,9 +317,23 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
     broadcast_parameters(*ctx.comm, params, task.buffers());
     reducer = std::make_unique<GradReducer>(*ctx.comm, params);
   }
+  // The EMA starts from the (broadcast) initial weights; a resume overwrites it.
+  std::unique_ptr<ModelEma> ema;
+  if (o.ema().decay() > 0) ema = std::make_unique<ModelEma>(opt.params(), task.buffers(), o.ema());
 
-  const nlohmann::json run = run_record(task, world, o.accum_steps(), total_steps, micro_per_epoch);
+  const EvalHookOptions& eo = o.eval();
+  const bool evaluating = task.has_evaluation();
+  const bool select_ema = eo.metric().rfind("ema/", 0) == 0;
+  if (!eo.metric().empty() && !evaluating)
+    raise<ConfigError>("eval.metric = '", eo.metric(), "', but this task does not evaluate");
+  if (select_ema && !(ema && o.ema().evaluate()))
+    raise<ConfigError>("eval.metric = '", eo.metric(), "' selects on the EMA weights: set "
+                       "ema.decay > 0 (and ema.evaluate: true)");
+
+  const nlohmann::json run = run_record(task, world, o.accum_steps(), total_steps, micro_per_epoch,
+                                        o.ema().decay());
   Position pos;
+  BestState best;
   // Every rank returns the directory (it is named by the step), rank 0 alone writes it, and no
   // rank goes on before it is complete: all can read it back for a NaN rollback.
   auto save = [&](const char* why) {
@@ -276,9 +341,12 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
     if (main_rank) {
       TensorMap trainer = opt.state();
       for (auto& kv : rng_state()) trainer.push_back(kv);
+      if (ema)
+        for (auto& kv : ema->state()) trainer.push_back(kv);
       nlohmann::json meta = {{"epoch", pos.epoch},         {"micro", pos.micro},
                              {"nan_rollbacks", pos.nan_rollbacks},
                              {"total_steps", total_steps}, {"run", run},
+                             {"best", best_to_json(best)}, {"task", task.checkpoint_meta()},
                              {"config", ctx.config_yaml},  {"why", why}};
       const std::string written = run_checkpoint_save(ckpt_root, pos.step, task.model_state(),
                                                       trainer, meta, o.keep_last());
@@ -292,6 +360,8 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
     task.load_model_state(s.model);
     opt.load_state(s.trainer);
     set_rng_state(s.trainer, s.dir);
+    if (ema) ema->load_state(s.trainer, s.dir);
+    best = best_from_json(s.meta);
     pos.step = s.meta.at("step").get<int64_t>();
     pos.epoch = s.meta.at("epoch").get<int64_t>();
     pos.micro = s.meta.at("micro").get<int64_t>();
@@ -338,6 +408,86 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
   Progress bar("train", stop_step, po);
   bar.set(pos.step);
 
+  // The evaluation hook: raw weights, then the EMA's; logs; best/; early stopping.
+  auto run_evaluation = [&] {
+    std::map<std::string, double> m;
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    at::Tensor gen_state;
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen_state = gen.get_state();
+    }
+    m = task.evaluate(pos.epoch);
+    if (ema && o.ema().evaluate()) {
+      ema->swap();
+      for (const auto& kv : task.evaluate(pos.epoch)) m["ema/" + kv.first] = kv.second;
+      ema->swap();
+    }
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(gen_state);
+    }
+    result.last_eval = m;
+    if (main_rank) {
+      std::map<std::string, double> row;
+      for (const auto& kv : m) row["eval/" + kv.first] = kv.second;
+      csv->write(pos.step, row);
+      for (const auto& kv : row) tb->scalar(kv.first, kv.second, pos.step);
+      tb->flush();
+      std::string line;
+      for (const auto& kv : m) {
+        const std::string base = kv.first.rfind("ema/", 0) == 0 ? kv.first.substr(4) : kv.first;
+        if (base.find('/') == std::string::npos) line += " " + kv.first + " " + str_cat(kv.second);
+      }
+      log_info("eval epoch ", pos.epoch, " step ", pos.step, ":", line);
+    }
+    if (eo.metric().empty()) return;
+    auto it = m.find(eo.metric());
+    if (it == m.end()) {
+      std::string keys;
+      for (const auto& kv : m) keys += (keys.empty() ? "" : ", ") + kv.first;
+      raise<ConfigError>("eval.metric = '", eo.metric(), "' is not among the evaluation's metrics (",
+                         keys, ")");
+    }
+    const double v = it->second;
+    const bool max = eo.mode() == "max";
+    const bool improved = std::isfinite(v) &&
+                          (std::isnan(best.value) || (max ? v > best.value + eo.min_delta()
+                                                          : v < best.value - eo.min_delta()));
+    if (improved) {
+      best.value = v, best.step = pos.step, best.since = 0;
+      const std::string dir = ckpt_root + "/best";
+      if (main_rank) {
+        if (select_ema) ema->swap();
+        TensorMap weights = task.model_state();
+        if (select_ema) ema->swap();
+        nlohmann::json metrics = nlohmann::json::object();
+        for (const auto& kv : m)
+          metrics[kv.first] = std::isfinite(kv.second) ? nlohmann::json(kv.second) : nlohmann::json();
+        nlohmann::json meta = {{"step", pos.step},      {"epoch", pos.epoch},
+                               {"metric", eo.metric()}, {"value", v},
+                               {"mode", eo.mode()},     {"weights", select_ema ? "ema" : "raw"},
+                               {"metrics", metrics},    {"task", task.checkpoint_meta()},
+                               {"run", run},            {"config", ctx.config_yaml},
+                               {"why", "best"}};
+        run_checkpoint_save_at(dir, weights, TensorMap{}, meta);
+        log_info("best ", eo.metric(), " ", v, " at step ", pos.step, ": ", dir);
+      }
+      if (ctx.comm) ctx.comm->barrier();
+    } else {
+      ++best.since;
+      if (eo.patience() > 0 && best.since >= eo.patience()) {
+        best.stopped = true;
+        log_info("early stopping: ", eo.metric(), " has not improved on ", best.value, " (step ",
+                 best.step, ") for ", best.since, " evaluations (patience ", eo.patience(), ")");
+      }
+    }
+  };
+  auto eval_due = [&] {
+    return evaluating && (pos.epoch >= o.epochs() || (eo.every() > 0 && pos.epoch % eo.every() == 0));
+  };
+  if (best.stopped) log_info("this run stopped early at step ", pos.step, ": nothing left to train");
+
   std::map<std::string, double> window;
   int64_t window_n = 0, window_samples = 0;
   auto window_start = std::chrono::steady_clock::now();
@@ -346,7 +496,7 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
 
   // A position with less than one step left in its epoch is the start of the next epoch.
   auto epoch_done = [&] { return pos.micro + o.accum_steps() > micro_per_epoch; };
-  while (pos.step < stop_step) {
+  while (pos.step < stop_step && !best.stopped) {
     if (epoch_done()) ++pos.epoch, pos.micro = 0;
     task.start_epoch(pos.epoch, pos.micro);
     while (pos.step < stop_step && !epoch_done()) {
@@ -405,6 +555,7 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
       if (wd_scheduled) opt.set_weight_decay(wd);
       opt.step();
       ++pos.step;
+      if (ema) ema->update(pos.step);
       bar.set(pos.step);
 
       if (ctx.comm && world > 1) {
@@ -453,11 +604,17 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
     }
     if (epoch_done()) {
       ++pos.epoch, pos.micro = 0;
+      if (eval_due()) run_evaluation();
+      if (best.stopped) break;
       if (pos.step < stop_step) last_ckpt = save("epoch end");
     }
   }
   bar.finish();
-  last_ckpt = save(pos.step == total_steps ? "end" : "max_steps");
+  last_ckpt = save(best.stopped ? "early stop" : pos.step == total_steps ? "end" : "max_steps");
+  result.best_value = best.value;
+  result.best_step = best.step;
+  result.stopped_early = best.stopped;
+  if (best.step >= 0) result.best_checkpoint = ckpt_root + "/best";
   result.steps = pos.step;
   result.nan_rollbacks = pos.nan_rollbacks;
   result.last_checkpoint = last_ckpt;

@@ -6,12 +6,14 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "evax/core/config.h"
+#include "evax/train/ema.h"
 #include "evax/train/optim.h"
 #include "evax/train/schedule.h"
 
@@ -58,7 +60,40 @@ class Task {
   /// (world_size, accum_steps, total_steps, micro_batches_per_epoch, which the task must not
   /// reuse) and compared field by field on resume.
   virtual nlohmann::json run_identity() { return nlohmann::json::object(); }
+  /// What a reader of the checkpoint needs to use the weights without the config (e.g. class
+  /// names, input size and normalisation): a JSON object stored under "task" in every
+  /// checkpoint's meta.json, best/ included. Default: empty.
+  virtual nlohmann::json checkpoint_meta() { return nlohmann::json::object(); }
+  /// True when the task implements evaluate().
+  virtual bool has_evaluation() { return false; }
+  /// Evaluates the current weights on the task's evaluation split (eval mode, no gradient; the
+  /// task restores train mode itself in forward_micro). Every rank calls it at the same time and
+  /// must return the same metrics (gather predictions across ranks); an undefined metric is NaN.
+  /// The trainer restores the torch CPU generator afterwards, so evaluating never changes training.
+  virtual std::map<std::string, double> evaluate(int64_t epoch) {
+    (void)epoch;
+    return {};
+  }
 };
+
+/// The evaluation hook (`eval:` in configs): when to evaluate and what to keep.
+struct EvalHookOptions {
+  /// Evaluate every N epochs and at the end of the schedule (0: only at the end).
+  TORCH_ARG(int64_t, every) = 1;
+  /// Metric that selects `checkpoints/best/` ("" = keep no best): a key of Task::evaluate(), or
+  /// "ema/<key>" to select on the EMA weights (best/ then holds the EMA weights).
+  TORCH_ARG(std::string, metric) = "";
+  /// "max" (AUC, accuracy) or "min" (loss).
+  TORCH_ARG(std::string, mode) = "max";
+  /// Early stopping: stop after this many evaluations without improvement (0: never stop early).
+  TORCH_ARG(int64_t, patience) = 0;
+  /// An evaluation improves on the best only by more than this (best/ and early stopping).
+  TORCH_ARG(double, min_delta) = 0.0;
+};
+
+/// Reads the trainer's keys of `eval:` (every, metric, mode, patience, min_delta); the task reads
+/// its own keys of the same section (e.g. the split).
+EvalHookOptions eval_hook_options_from_config(const ConfigView& v, EvalHookOptions defaults = {});
 
 /// Loop settings (`train:` in configs).
 struct TrainerOptions {
@@ -85,6 +120,10 @@ struct TrainerOptions {
   /// refused with a ConfigError naming every differing field: continuing it would not be the
   /// same run, so none of them may change (start a new run directory instead).
   TORCH_ARG(std::string, resume) = "";
+  /// Evaluation, best checkpoint and early stopping (used when the task has_evaluation()).
+  TORCH_ARG(EvalHookOptions, eval);
+  /// Model EMA (decay 0: none).
+  TORCH_ARG(EmaOptions, ema);
   /// Testing hook: replace the loss of this optimizer step (0-based) by NaN, once.
   TORCH_ARG(int64_t, inject_nan_step) = -1;
 };
@@ -107,9 +146,20 @@ struct FitResult {
   double last_loss = 0;         ///< mean loss of the last logged window
   int nan_rollbacks = 0;
   std::string last_checkpoint;  ///< directory
+  /// Metrics of the last evaluation of this call ("ema/" keys for the EMA weights); empty if none.
+  std::map<std::string, double> last_eval;
+  double best_value = std::nan("");  ///< best value of eval.metric so far (NaN: none)
+  int64_t best_step = -1;            ///< step of best_value
+  std::string best_checkpoint;       ///< `<run_dir>/checkpoints/best` once written, else ""
+  bool stopped_early = false;        ///< early stopping ended the run
 };
 
-/// Runs the loop to the end of the schedule (or max_steps). Checkpoints hold the model, the
+/// Runs the loop to the end of the schedule (or max_steps, or early stopping). With an evaluating
+/// task: at the end of every eval.every-th epoch and of the schedule it evaluates (raw weights, and
+/// the EMA's when kept), logs "eval/<key>" (console, metrics.csv, TensorBoard), writes
+/// checkpoints/best/ when eval.metric improves, then checkpoints; the best value, its step and the
+/// evaluations since it are in every checkpoint, so a resumed run decides exactly as an
+/// uninterrupted one. Checkpoints hold the model, the
 /// optimizer, the torch CPU generator and (when CUDA is available) every CUDA device's default
 /// generator; with several ranks, rank 0 writes them, every rank reads them (the run directory
 /// must be shared), and a non-finite loss on any rank rolls every rank back to the same one.
