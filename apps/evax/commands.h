@@ -7,6 +7,11 @@
 #include "evax/core/cli.h"
 #include "evax/core/config.h"
 
+#include <memory>
+
+#include "evax/distributed/comm.h"
+#include "evax/distributed/env.h"
+
 namespace evax::app {
 
 using Args = std::vector<std::string>;
@@ -21,6 +26,9 @@ int cmd_metrics(const Args& args);
 int cmd_pretrain(const Args& args);
 int cmd_convert(const Args& args);
 int cmd_embed(const Args& args);
+int cmd_finetune(const Args& args);
+int cmd_evaluate(const Args& args);
+int cmd_predict(const Args& args);
 
 /// Options every config-driven command shares: --config, --set (repeatable), --run-dir.
 struct RunArgs {
@@ -37,5 +45,18 @@ void add_run_args(ArgParser& p, RunArgs& a);
 Config load_run_config(const RunArgs& a, const std::string& default_config);
 /// Creates the run directory, starts logging into its log.txt and writes the resolved config.yaml.
 std::string start_run(const RunArgs& a, const Config& cfg);
+
+/// A training command's process set-up under `evax launch` / torchrun / SLURM (or alone).
+struct DistRun {
+  DistEnv env;                  ///< this process's rank, world and local rank
+  std::unique_ptr<Comm> comm;   ///< null for a world of one
+  std::string dir;              ///< the run directory (created by rank 0)
+};
+
+/// Reads the distributed environment, connects the ranks (`comm` options), creates the run
+/// directory on rank 0 (logging there; other ranks log to the console with their rank) and waits
+/// until it exists. `command` names the command in errors (distributed runs need --run-dir).
+DistRun start_distributed_run(const RunArgs& a, const Config& cfg, const CommOptions& comm,
+                              const std::string& command);
 
 }  // namespace evax::app

@@ -1,11 +1,10 @@
 // evax pretrain: EVA-X masked image modeling, on one process or under `evax launch` / torchrun /
 // SLURM (one process per GPU, or several CPU ranks).
-#include <thread>
-
 #include "commands.h"
 #include "evax/core/log.h"
 #include "evax/distributed/comm.h"
 #include "evax/distributed/env.h"
+#include "evax/train/runtime.h"
 #include "pretrain_run.h"
 
 namespace evax::app {
@@ -15,12 +14,7 @@ PretrainPlan pretrain_plan(Config& cfg) {
   p.task = pretrain_options_from_config(cfg);
   p.optimizer = adamw_options_from_config(cfg.view("optimizer"));
   p.trainer = trainer_options_from_config(cfg.view("train"));
-  p.comm.backend = cfg.get<std::string>("dist.backend", p.comm.backend);
-  const std::string& b = p.comm.backend;
-  cfg.check("dist.backend", b == "auto" || b == "gloo" || b == "store" || b == "nccl",
-            "must be auto, gloo, store or nccl");
-  p.comm.timeout_s = cfg.get<double>("dist.timeout_s", p.comm.timeout_s);
-  cfg.check("dist.timeout_s", p.comm.timeout_s > 0, "must be > 0");
+  p.comm = comm_options_from_config(cfg.view("dist"));
   p.threads = cfg.get<int>("threads", 0);
   cfg.check("threads", p.threads >= 0, "must be >= 0 (0 = cores / local ranks)");
   return p;
@@ -28,10 +22,8 @@ PretrainPlan pretrain_plan(Config& cfg) {
 
 FitResult pretrain_execute(const PretrainPlan& p, const std::string& dir, const DistEnv& env,
                            Comm* comm, const std::string& config_yaml) {
-  const int cores = static_cast<int>(std::thread::hardware_concurrency());
-  torch::set_num_threads(p.threads > 0 ? p.threads
-                                       : std::max(1, cores / std::max(1, env.local_world_size)));
-  PretrainTask task(p.task, env.rank, env.world_size);
+  apply_thread_policy(p.threads, env.local_world_size);
+  PretrainTask task(p.task, env.rank, env.world_size, env.local_rank);
   FitResult r = trainer_fit(task, p.optimizer, p.trainer, RunContext{dir, config_yaml, comm});
   log_info("pretraining done: ", r.steps, " steps, loss ", r.first_loss, " → ", r.last_loss,
            r.nan_rollbacks ? ", " + std::to_string(r.nan_rollbacks) + " NaN rollbacks" : "",
@@ -58,26 +50,8 @@ int cmd_pretrain(const Args& args) {
   PretrainPlan plan = cfg.decode_all(pretrain_plan);
   plan.trainer.max_steps(max_steps).resume(resume);
 
-  const DistEnv env = dist_env_from_environment();
-  if (env.world_size > 1 && ra.run_dir.empty())
-    raise<UsageError>("evax pretrain: distributed runs need --run-dir (all ranks must agree on it)");
-  std::unique_ptr<Comm> comm;
-  if (env.world_size > 1) comm = comm_create(env, plan.comm);
-  std::string dir;
-  if (env.rank == 0) {
-    dir = start_run(ra, cfg);
-  } else {
-    dir = ra.run_dir;
-    LogOptions lo;
-    lo.rank = env.rank;
-    lo.level = log_level_from_string(ra.log_level);
-    log_init(lo);
-  }
-  if (comm) {
-    log_info("distributed: ", describe(env), ", backend ", comm->backend_name());
-    comm->barrier();  // rank 0 has created the run directory
-  }
-  pretrain_execute(plan, dir, env, comm.get(), cfg.dump());
+  DistRun run = start_distributed_run(ra, cfg, plan.comm, "pretrain");
+  pretrain_execute(plan, run.dir, run.env, run.comm.get(), cfg.dump());
   return 0;
 }
 

@@ -38,4 +38,27 @@ std::string start_run(const RunArgs& a, const Config& cfg) {
   return dir;
 }
 
+DistRun start_distributed_run(const RunArgs& a, const Config& cfg, const CommOptions& comm,
+                              const std::string& command) {
+  DistRun r;
+  r.env = dist_env_from_environment();
+  if (r.env.world_size > 1 && a.run_dir.empty())
+    raise<UsageError>("evax ", command, ": distributed runs need --run-dir (all ranks must agree on it)");
+  if (r.env.world_size > 1) r.comm = comm_create(r.env, comm);
+  if (r.env.rank == 0) {
+    r.dir = start_run(a, cfg);
+  } else {
+    r.dir = a.run_dir;
+    LogOptions lo;
+    lo.rank = r.env.rank;
+    lo.level = log_level_from_string(a.log_level);
+    log_init(lo);
+  }
+  if (r.comm) {
+    log_info("distributed: ", describe(r.env), ", backend ", r.comm->backend_name());
+    r.comm->barrier();  // rank 0 has created the run directory
+  }
+  return r;
+}
+
 }  // namespace evax::app

@@ -112,6 +112,16 @@ ArgParser& ArgParser::positional(const std::string& name, std::string* out,
   return *this;
 }
 
+ArgParser& ArgParser::positional(const std::string& name, std::vector<std::string>* out,
+                                 const std::string& help) {
+  Arg a = make_arg<Arg>(name, name, help, "");
+  a.is_positional = true;
+  a.repeatable = true;
+  a.set = [out](const std::string& v) { out->push_back(v); };
+  add(std::move(a));
+  return *this;
+}
+
 ArgParser& ArgParser::required() {
   EVAX_ASSERT(!args_.empty());
   args_.back().is_required = true;
@@ -186,7 +196,9 @@ bool ArgParser::parse(const std::vector<std::string>& argv) {
     if (positionals[next_positional]->is_required && tok.empty())
       fail("argument " + positionals[next_positional]->name + " must not be empty");
     positionals[next_positional]->seen = true;
-    positionals[next_positional++]->set(tok);
+    positionals[next_positional]->set(tok);
+    // A repeatable positional (the last) takes every remaining argument.
+    if (!positionals[next_positional]->repeatable) ++next_positional;
   }
   for (const auto& a : args_)
     if (a.is_required && !a.seen)
@@ -199,7 +211,8 @@ std::string ArgParser::help() const {
   os << "usage: evax " << command_;
   for (const auto& a : args_) {
     if (a.is_positional) {
-      os << " " << (a.is_required ? a.name : "[" + a.name + "]");
+      const std::string n = a.repeatable ? a.name + "..." : a.name;
+      os << " " << (a.is_required ? n : "[" + n + "]");
     }
   }
   os << " [options]\n\n" << summary_ << "\n";

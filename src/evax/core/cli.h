@@ -30,6 +30,9 @@ class ArgParser {
                     const std::string& metavar, const std::string& help);
   ArgParser& flag(const std::string& name, bool* out, const std::string& help);
   ArgParser& positional(const std::string& name, std::string* out, const std::string& help);
+  /// A positional taking every remaining argument (declare it last).
+  ArgParser& positional(const std::string& name, std::vector<std::string>* out,
+                        const std::string& help);
   /// Makes the last declared option or positional mandatory (an empty value counts as missing).
   ArgParser& required();
   /// Makes the named, already declared option mandatory (e.g. one a shared helper declared).

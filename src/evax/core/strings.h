@@ -17,3 +17,14 @@ inline std::vector<std::string> split_on(const std::string& s, char sep) {
 }
 
 }  // namespace evax
+
+namespace evax {
+
+/// Joins with `sep` between the parts: {"a", "b"} → "a, b".
+inline std::string join_with(const std::vector<std::string>& parts, const std::string& sep = ", ") {
+  std::string out;
+  for (size_t i = 0; i < parts.size(); ++i) out += (i ? sep : "") + parts[i];
+  return out;
+}
+
+}  // namespace evax

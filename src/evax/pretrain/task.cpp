@@ -7,18 +7,10 @@
 #include "evax/models/registry.h"
 #include "evax/models/weights.h"
 #include "evax/train/autocast.h"
+#include "evax/train/runtime.h"
 
 namespace evax {
 namespace {
-
-torch::Device pick_device(const std::string& d) {
-  if (d == "cpu") return torch::kCPU;
-  if (d == "cuda") {
-    if (!torch::cuda::is_available()) raise<ConfigError>("device: cuda requested but CUDA is not available");
-    return torch::kCUDA;
-  }
-  return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-}
 
 // What the strict loads may leave out (documented at PretrainOptions::teacher_checkpoint and
 // init_checkpoint): the teacher has no classifier; the student's MIM parts may start fresh.
@@ -69,16 +61,14 @@ PretrainOptions pretrain_options_from_config(Config& cfg) {
   const int64_t seed = cfg.get<int64_t>("seed", 0);
   cfg.check("seed", seed >= 0, "must be >= 0");
   if (!d.has("loader.seed")) o.loader.seed = static_cast<uint64_t>(seed);
-  o.device = cfg.get<std::string>("device", o.device);
-  cfg.check("device", o.device == "auto" || o.device == "cpu" || o.device == "cuda",
-            "must be auto, cpu or cuda");
+  o.device = device_from_config(cfg.view());
   o.bf16 = cfg.get<bool>("bf16", o.bf16);
   o.bf16_cpu = cfg.get<bool>("bf16_cpu", o.bf16_cpu);
   return o;
 }
 
-PretrainTask::PretrainTask(const PretrainOptions& o, int rank, int world)
-    : opts_(o), device_(pick_device(o.device)) {
+PretrainTask::PretrainTask(const PretrainOptions& o, int rank, int world, int local_rank)
+    : opts_(o), device_(select_device(o.device, local_rank)) {
   Manifest all = manifest_load(o.manifest);
   manifest_ = o.split == "all" ? all : all.select_split(o.split);
   if (manifest_.size() == 0)

@@ -53,8 +53,8 @@ PretrainOptions pretrain_options_from_config(Config& cfg);
 
 class PretrainTask : public Task {
  public:
-  /// `rank`/`world` shard the data (DistributedSampler semantics).
-  PretrainTask(const PretrainOptions& o, int rank, int world);
+  /// `rank`/`world` shard the data (DistributedSampler semantics); `local_rank` picks the GPU.
+  PretrainTask(const PretrainOptions& o, int rank, int world, int local_rank = 0);
 
   std::vector<NamedParam> trainable() override;
   /// The student's buffers.

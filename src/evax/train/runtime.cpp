@@ -1,0 +1,40 @@
+#include "evax/train/runtime.h"
+
+#include <algorithm>
+#include <thread>
+
+#include "evax/core/error.h"
+
+namespace evax {
+
+torch::Device select_device(const std::string& spec, int local_rank) {
+  const bool cuda = torch::cuda::is_available();
+  if (spec == "cuda" && !cuda) raise<ConfigError>("device: cuda requested but CUDA is not available");
+  if (spec == "cpu" || !cuda) return torch::kCPU;
+  EVAX_ASSERT(spec == "cuda" || spec == "auto", "unknown device ", spec);
+  const int n = static_cast<int>(torch::cuda::device_count());
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(std::max(0, local_rank) % n));
+}
+
+std::string device_from_config(const ConfigView& v, const std::string& key) {
+  const std::string d = v.get<std::string>(key, "auto");
+  v.check(key, d == "auto" || d == "cpu" || d == "cuda", "must be auto, cpu or cuda");
+  return d;
+}
+
+void apply_thread_policy(int threads, int local_world_size) {
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  torch::set_num_threads(threads > 0 ? threads : std::max(1, cores / std::max(1, local_world_size)));
+}
+
+CommOptions comm_options_from_config(const ConfigView& v, CommOptions o) {
+  o.backend = v.get<std::string>("backend", o.backend);
+  const std::string& b = o.backend;
+  v.check("backend", b == "auto" || b == "gloo" || b == "store" || b == "nccl",
+          "must be auto, gloo, store or nccl");
+  o.timeout_s = v.get<double>("timeout_s", o.timeout_s);
+  v.check("timeout_s", o.timeout_s > 0, "must be > 0");
+  return o;
+}
+
+}  // namespace evax
