@@ -388,6 +388,13 @@ TEST_CASE("report files: ids with commas and quotes are quoted and read back") {
   CHECK(target[1][1] == "1");
   CHECK(target[2][1].empty());
   CHECK(target[3][1] == "0");
+  // `evax metrics` reads them back (its reader is RFC 4180 too).
+  const ScoredLabels back =
+      evax::read_prediction_csvs(tmp / "predictions.csv", tmp / "targets.csv");
+  CHECK(back.ids == d.ids);
+  CHECK(back.classes == d.classes);
+  CHECK(back.scores == d.scores);
+  CHECK(back.labels == d.labels);
 }
 
 TEST_CASE("report files: unwritable directories and non-finite scores are data errors") {

@@ -102,61 +102,6 @@ std::vector<Box> parse_boxes(const std::string& cell, const Where& w, size_t col
 
 }  // namespace
 
-std::vector<CsvRecord> csv_parse(const std::string& text, const std::string& origin) {
-  std::vector<CsvRecord> records;
-  const size_t n = text.size();
-  size_t i = text.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
-  int64_t line = 1;
-  // Consumes a line end at i ("\n" or "\r\n"); false when there is none.
-  const auto eat_newline = [&]() {
-    if (i < n && text[i] == '\n') return ++i, ++line, true;
-    if (i + 1 < n && text[i] == '\r' && text[i + 1] == '\n') return i += 2, ++line, true;
-    return false;
-  };
-  while (i < n) {
-    if (eat_newline()) continue;  // blank line
-    CsvRecord rec;
-    rec.line = line;
-    while (true) {
-      std::string field;
-      if (i < n && text[i] == '"') {
-        const int64_t open_line = line;
-        ++i;
-        while (true) {
-          if (i >= n)
-            raise<DataError>("manifest ", origin, ":", open_line, ": unterminated quoted field");
-          const char c = text[i];
-          if (c == '"') {
-            if (i + 1 < n && text[i + 1] == '"') {
-              field += '"';
-              i += 2;
-              continue;
-            }
-            ++i;
-            break;
-          }
-          if (c == '\n') ++line;
-          field += c;
-          ++i;
-        }
-        if (i < n && text[i] != ',' && text[i] != '\n' && text.compare(i, 2, "\r\n") != 0)
-          raise<DataError>("manifest ", origin, ":", line, ": text after a closing quote");
-      } else {
-        while (i < n && text[i] != ',' && text[i] != '\n' && text.compare(i, 2, "\r\n") != 0)
-          field += text[i++];
-      }
-      rec.fields.push_back(std::move(field));
-      if (i < n && text[i] == ',') {
-        ++i;
-        continue;
-      }
-      eat_newline();
-      break;
-    }
-    records.push_back(std::move(rec));
-  }
-  return records;
-}
 
 Manifest manifest_load(const std::string& csv, const ManifestOptions& options) {
   const std::vector<CsvRecord> records = csv_parse(read_file(csv), csv);

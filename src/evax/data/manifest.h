@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "evax/core/csv.h"
+
 namespace evax {
 
 /// One bounding box of a row's `boxes` column, in pixels of the image at its stored size.
@@ -65,15 +67,5 @@ struct Manifest {
 /// patient_id, a row with the wrong number of fields or an unterminated quote.
 Manifest manifest_load(const std::string& csv, const ManifestOptions& options = {});
 
-/// One CSV record.
-struct CsvRecord {
-  std::vector<std::string> fields;  ///< unquoted field values
-  int64_t line = 0;                 ///< 1-based line where the record starts
-};
-
-/// Parses CSV text (RFC 4180: quoted fields may hold commas, doubled quotes and newlines; CRLF and
-/// a UTF-8 BOM are accepted). `origin` names the text in DataErrors (unterminated quote, text
-/// after a closing quote). Blank lines between records are skipped.
-std::vector<CsvRecord> csv_parse(const std::string& text, const std::string& origin);
 
 }  // namespace evax

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <unordered_map>
 
+#include "evax/core/csv.h"
 #include "evax/core/error.h"
 #include "evax/core/files.h"
 #include "evax/core/strings.h"
@@ -25,18 +26,14 @@ struct Csv {
   std::vector<size_t> lines;
 };
 
-// Plain comma-separated fields (no quoting: ids and class names hold no commas).
+// RFC 4180 fields (ids are often paths, which may hold commas; csv_field quotes them).
 Csv read_csv(const std::string& path) {
   Csv csv{path, {}, {}, {}};
-  std::string text = read_file(path);
-  if (text.rfind("\xEF\xBB\xBF", 0) == 0) text.erase(0, 3);  // a BOM from spreadsheet exports
-  size_t line_no = 0;
-  for (std::string line : split_on(text, '\n')) {
-    ++line_no;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (trim(line).empty()) continue;
-    std::vector<std::string> fields = split_on(line, ',');
+  for (CsvRecord& rec : csv_parse(read_file(path), path)) {
+    const auto line_no = static_cast<size_t>(rec.line);
+    std::vector<std::string> fields = std::move(rec.fields);
     for (auto& f : fields) f = trim(f);
+    if (fields.size() == 1 && fields[0].empty()) continue;  // a line of spaces
     if (csv.header.empty()) {
       EVAX_CHECK(DataError, fields[0] == "id", path, ":", line_no,
                  ": the first column must be 'id', got '", fields[0], "'");
