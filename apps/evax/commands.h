@@ -29,6 +29,7 @@ int cmd_embed(const Args& args);
 int cmd_finetune(const Args& args);
 int cmd_evaluate(const Args& args);
 int cmd_predict(const Args& args);
+int cmd_teacher(const Args& args);
 
 /// Options every config-driven command shares: --config, --set (repeatable), --run-dir.
 struct RunArgs {

@@ -1,12 +1,17 @@
 // evax demo: the main job on the embedded default. Generates synthetic chest X-rays into the run
-// directory, then pretrains a small EVA-X student on them (MIM). Finetuning, evaluation and
-// Grad-CAM stages join as those pipelines land.
+// directory, trains a small dense teacher on them (MGCA's weights cannot be downloaded), pretrains
+// a small EVA-X student against the teacher's tokens (MIM), then finetunes it on the synthetic
+// findings and scores the test split. Segmentation and Grad-CAM stages join as those pipelines land.
+#include <filesystem>
+
 #include "commands.h"
 #include "evax/core/files.h"
 #include "evax/core/log.h"
 #include "evax/data/synth.h"
 #include "evax/data/synth_config.h"
+#include "finetune_run.h"
 #include "pretrain_run.h"
+#include "teacher_run.h"
 
 namespace evax::app {
 
@@ -15,29 +20,97 @@ void log_synth_summary(const SynthSummary& s, const std::string& out);
 
 int cmd_demo(const Args& args) {
   RunArgs ra;
+  std::vector<std::string> finetune_sets, teacher_sets;
+  bool skip_finetune = false;
   ArgParser p("demo",
               "Run the main job on the embedded default (config: configs/demo.yaml):\n"
               "  1. synthetic chest X-rays into <run-dir>/data (evax synth)\n"
-              "  2. MIM pretraining of a small EVA-X student on them (evax pretrain)");
+              "  2. a small dense teacher on their finding masks (evax teacher; config:\n"
+              "     stages.teacher, into <run-dir>/teacher)\n"
+              "  3. MIM pretraining of a small EVA-X student against the teacher's tokens\n"
+              "     (evax pretrain)\n"
+              "  4. finetuning it on the synthetic findings, then the test split scored\n"
+              "     (evax finetune; config: stages.finetune, into <run-dir>/finetune)");
   add_run_args(p, ra);
+  p.option("--finetune-set", &finetune_sets, "KEY=VALUE",
+           "override one value of the finetuning stage's config, e.g. train.epochs=2");
+  p.option("--teacher-set", &teacher_sets, "KEY=VALUE",
+           "override one value of the teacher stage's config, e.g. train.epochs=2");
+  p.flag("--no-finetune", &skip_finetune, "stop after pretraining");
   if (!p.parse(args)) return 0;
   Config cfg = load_run_config(ra, "demo.yaml");
   ra.run_dir = run_dir_resolve(ra.run_dir, cfg.name());
   cfg.apply_override("data.manifest=" + ra.run_dir + "/data/pretrain.csv");
+  // The finetuning stage's config: a file named by stages.finetune, relative to the configs folder.
+  const std::string ft_name = cfg.get<std::string>("stages.finetune", "classify/demo.yaml");
+  RunArgs ft_args;
+  ft_args.sets = finetune_sets;
+  Config ft_cfg = load_run_config(ft_args, ft_name);
+  ft_cfg.apply_override("data.manifest=" + ra.run_dir + "/data/classification.csv");
+  ft_cfg.apply_override("model.init=" + ra.run_dir);
+  // The teacher stage (when the pretraining target is a teacher): trained into <run-dir>/teacher.
+  const std::string t_name = cfg.get<std::string>("stages.teacher", "pretrain/demo_teacher.yaml");
+  RunArgs t_args;
+  t_args.sets = teacher_sets;
+  Config t_cfg = load_run_config(t_args, t_name);
+  t_cfg.apply_override("data.manifest=" + ra.run_dir + "/data/findings.csv");
+  const bool with_teacher = cfg.get<std::string>("target.kind", "teacher") == "teacher";
   // Before any work, and unknown keys before bad values: a typo never runs with defaults.
+  TeacherPlan t_plan = t_cfg.decode_all(teacher_plan);
+  if (with_teacher) {
+    // The pretraining target is the teacher this run trains, whatever its size.
+    cfg.apply_override("target.checkpoint=" + ra.run_dir + "/teacher");
+    cfg.apply_override("target.teacher=" + t_plan.task.model);
+    cfg.apply_override("target.teacher_depth=" + std::to_string(t_plan.task.depth));
+  }
   auto [so, plan] = cfg.decode_all([](Config& c) {
+    c.get<std::string>("stages.finetune", "");
+    c.get<std::string>("stages.teacher", "");
     return std::make_pair(synth_options_from_config(c.view("synth")), pretrain_plan(c));
   });
+  if (with_teacher && plan.task.views.teacher_size != t_plan.task.img_size)
+    raise<ConfigError>("the teacher stage trains at data.img_size = ", t_plan.task.img_size,
+                       " but pretraining feeds it data.views.teacher_size = ",
+                       plan.task.views.teacher_size, ": make them equal");
+  FinetunePlan ft_plan = ft_cfg.decode_all(finetune_plan);
   so.out_dir = ra.run_dir + "/data";
   const std::string dir = start_run(ra, cfg);
+  const int stages = 2 + (with_teacher ? 1 : 0) + (skip_finetune ? 0 : 1);
+  int stage = 0;
 
-  log_info("stage 1/2: synthetic chest X-rays (", so.n, " images at ", so.size, "x", so.size,
-           ", seed ", so.seed, ")");
+  log_info("stage ", ++stage, "/", stages, ": synthetic chest X-rays (", so.n, " images at ",
+           so.size, "x", so.size, ", seed ", so.seed, ")");
   log_synth_summary(run_synth(so), so.out_dir);
-  log_info("stage 2/2: MIM pretraining");
   DistEnv single;
+  if (with_teacher) {
+    log_info("stage ", ++stage, "/", stages, ": a dense teacher learns which findings each patch "
+             "shows (", t_name, "; stands in for MGCA)");
+    const std::string t_dir = dir + "/teacher";
+    std::filesystem::create_directories(t_dir);
+    write_file_atomic(t_dir + "/config.yaml", t_cfg.dump());
+    FitResult t = teacher_execute(t_plan, t_dir, single, nullptr, t_cfg.dump());
+    log_info("teacher reached patch BCE ", t.first_loss, " → ", t.last_loss);
+  }
+  log_info("stage ", ++stage, "/", stages, ": MIM pretraining against ",
+           with_teacher ? "the teacher's patch tokens" : "the configured target");
   FitResult r = pretrain_execute(plan, dir, single, nullptr, cfg.dump());
-  log_info("done: ", dir, " (masked cosine loss ", r.first_loss, " → ", r.last_loss, ")");
+  log_info("pretraining reached masked cosine loss ", r.first_loss, " → ", r.last_loss);
+  if (skip_finetune) {
+    log_info("done: ", dir);
+    return 0;
+  }
+  log_info("stage ", ++stage, "/", stages,
+           ": finetuning the pretrained student on the synthetic findings (", ft_name, ")");
+  const std::string ft_dir = dir + "/finetune";
+  std::filesystem::create_directories(ft_dir);
+  write_file_atomic(ft_dir + "/config.yaml", ft_cfg.dump());
+  FinetuneResult f = finetune_execute(ft_plan, ft_dir, single, nullptr, ft_cfg.dump());
+  std::string summary = "finetuning reached " + ft_plan.trainer.eval().metric() + " " +
+                        str_cat(f.fit.best_value) + " on " + ft_plan.task.eval_split;
+  if (f.test_metrics.contains("mauc") && !f.test_metrics["mauc"].is_null())
+    summary += ", test mAUC " + str_cat(f.test_metrics["mauc"].get<double>());
+  log_info(summary, " (", ft_dir, "/eval/", ft_plan.task.test_split, ")");
+  log_info("done: ", dir);
   return 0;
 }
 

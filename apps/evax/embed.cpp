@@ -9,6 +9,7 @@
 #include "evax/data/preprocess.h"
 #include "evax/io/image.h"
 #include "evax/io/safetensors.h"
+#include "evax/io/weight_file.h"
 #include "evax/models/load.h"
 
 namespace fs = std::filesystem;
@@ -32,7 +33,8 @@ int cmd_embed(const Args& args) {
               "cls; plain ViT: after the final norm) and `pooled` = timm forward_head(pre_logits).\n"
               "IN is an image (PNG/JPEG/DICOM), a folder of them, or a .safetensors holding\n"
               "`pixel_values` (B,3,H,W), already normalised. Images get the EVA-X evaluation\n"
-              "transform (resize, centre crop, model normalisation).");
+              "transform (resize, centre crop, model normalisation). A checkpoint with a\n"
+              "classifier head (e.g. from evax finetune) also gives `logits`.");
   p.option("--model", &model_name, "NAME", "registered model (eva_x_small_patch16, …)").required();
   p.option("--checkpoint", &ckpt, "CKPT", "weights (.pt/.pth/.ckpt/.safetensors, any naming)");
   p.option("--input", &input, "IN", "image, DICOM, folder or .safetensors").required();
@@ -46,7 +48,14 @@ int cmd_embed(const Args& args) {
 
   const InputSpec spec = model_input_spec(model_name);
   const int64_t size = image_size > 0 ? image_size : spec.size;
-  LoadedModel lm = model_load(model_name, ckpt, 0, size);
+  // A checkpoint with a classifier head (a finetuned one) also gives `logits`.
+  int64_t num_classes = 0;
+  if (!ckpt.empty()) {
+    const TensorMap sd = weight_file_state_dict(weight_file_read(ckpt));
+    if (const at::Tensor* head = find(sd, "head.weight"); head && head->dim() == 2)
+      num_classes = head->size(0);
+  }
+  LoadedModel lm = model_load(model_name, ckpt, num_classes, size);
   if (!ckpt.empty()) log_info(ckpt, ": ", lm.report.summary());
   else log_warn("no --checkpoint: random weights");
   lm.model->eval();
@@ -81,7 +90,7 @@ int cmd_embed(const Args& args) {
     pixels = torch::stack(items);
   }
 
-  std::vector<torch::Tensor> tokens, pooled;
+  std::vector<torch::Tensor> tokens, pooled, logits;
   ProgressOptions po;
   po.unit = "img";
   Progress bar("embed", pixels.size(0), po);
@@ -90,6 +99,7 @@ int cmd_embed(const Args& args) {
     auto t = lm.model->forward_features(x);
     tokens.push_back(t);
     pooled.push_back(lm.model->forward_head(t, /*pre_logits=*/true));
+    if (num_classes > 0) logits.push_back(lm.model->forward_head(t, /*pre_logits=*/false));
     bar.advance(x.size(0));
   }
   bar.finish();
@@ -100,8 +110,11 @@ int cmd_embed(const Args& args) {
     for (const auto& n : names) joined += (joined.empty() ? "" : "\n") + n;
     meta["inputs"] = joined;
   }
-  safetensors_save(out, {{"tokens", torch::cat(tokens)}, {"pooled", torch::cat(pooled)}}, meta);
-  log_info("wrote tokens ", torch::cat(tokens).sizes(), " and pooled ", torch::cat(pooled).sizes(),
+  TensorMap result{{"tokens", torch::cat(tokens)}, {"pooled", torch::cat(pooled)}};
+  if (num_classes > 0) result.emplace_back("logits", torch::cat(logits));
+  safetensors_save(out, result, meta);
+  log_info("wrote tokens ", torch::cat(tokens).sizes(), ", pooled ", torch::cat(pooled).sizes(),
+           num_classes > 0 ? " and logits " + str_cat(torch::cat(logits).sizes()) : std::string(),
            " to ", out);
   return 0;
 }

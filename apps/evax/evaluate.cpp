@@ -33,7 +33,7 @@ int cmd_evaluate(const Args& args) {
   DistRun run = start_distributed_run(ra, cfg, plan.comm, "evaluate");
   apply_thread_policy(plan.threads, run.env.local_world_size);
   ClassifyTask task(plan.task, run.env.rank, run.env.world_size, run.comm.get(), run.env.local_rank);
-  const std::string weights = resolve_weights_path(checkpoint);
+  const std::string weights = run_weights_path(checkpoint);
   auto rep = load_checkpoint_into(*task.model(), weights, "classifier " + plan.task.model.model(),
                                   WeightLoadOptions().strict(true).drop_mismatched_head(false));
   log_info("weights ", weights, ": ", rep.summary());

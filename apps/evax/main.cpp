@@ -43,6 +43,8 @@ const Command kCommands[] = {
      evax::app::cmd_pretrain},
     {"synth", "generate synthetic chest X-rays (DICOM, PNG, masks, manifests)",
      evax::app::cmd_synth},
+    {"teacher", "train a dense MIM teacher from bit masks (when no pretrained teacher exists)",
+     evax::app::cmd_teacher},
 };
 
 void print_help() {

@@ -42,6 +42,8 @@ int cmd_synth(const Args& args) {
   p.option("--size", &size, "S", "image side in pixels (multiple of 16, >= 64)");
   p.option("--seed", &seed, "K", "random seed");
   p.option("--threads", &threads, "T", "worker threads (0 = all cores)");
+  p.option("--conspicuity", &o.conspicuity, "C",
+           "findings larger and denser by C in [1, 4] (1 = subtle, as published)");
   p.flag("--no-dicom", &no_dicom, "skip the DICOM files");
   p.flag("--no-png", &no_png, "skip the PNG files");
   if (!p.parse(args)) return 0;
@@ -57,6 +59,7 @@ int cmd_synth(const Args& args) {
   o.threads = static_cast<int>(threads);
   o.write_dicom = !no_dicom;
   o.write_png = !no_png;
+  synth_validate(o);
   log_synth_summary(run_synth(o), o.out_dir);
   return 0;
 }

@@ -132,28 +132,45 @@ TEST_CASE("data errors exit 3") {
   CHECK(lines(r.err) == 1);
 }
 
+// The demo's teacher and finetuning stages cut to a few seconds.
+constexpr const char* kSmallStages =
+    " --teacher-set model.depth=1 --teacher-set data.loader.batch_size=4"
+    " --teacher-set train.epochs=1 --teacher-set train.warmup_epochs=0 --teacher-set threads=1"
+    " --finetune-set model.depth=1 --finetune-set data.loader.batch_size=4"
+    " --finetune-set train.epochs=1 --finetune-set train.warmup_epochs=0"
+    " --finetune-set eval.every=1 --finetune-set threads=1";
+
 TEST_CASE("demo writes a run directory that can be repeated from its config.yaml") {
   evax::test::TempDir tmp("demo");
   const std::string small = " --set synth.n=24 --set synth.size=64 --set data.loader.batch_size=4"
-                            " --set train.epochs=1 --set model.depth=1 --set threads=1";
+                            " --set train.epochs=1 --set model.depth=1 --set threads=1" +
+                            std::string(kSmallStages);
   Result r = run("demo --run-dir '" + (tmp / "run1") + "'" + small);
   INFO(r.err);
   REQUIRE(r.code == 0);
   for (const char* f : {"config.yaml", "log.txt", "data/classification.csv", "data/pretrain.csv",
-                        "metrics.csv"})
+                        "metrics.csv", "teacher/config.yaml", "finetune/config.yaml",
+                        "finetune/eval/test/metrics.json"})
     CHECK(fs::exists(tmp / ("run1/" + std::string(f))));
   CHECK_THAT(evax::read_file(tmp / "run1/log.txt"),
-             Contains("wrote 24 images") && Contains("pretraining done"));
+             Contains("wrote 24 images") && Contains("teacher training done") &&
+                 Contains("teacher vit_tiny_patch16_224 (1 blocks)") &&
+                 Contains("pretraining done") && Contains("finetuning reached") &&
+                 Contains("test mAUC"));
   CHECK_THAT(evax::read_file(tmp / "run1/config.yaml"), Contains("n: 24"));
   CHECK(fs::exists(tmp / "run1/metrics.csv"));
 
-  r = run("demo --config '" + (tmp / "run1/config.yaml") + "' --run-dir '" + (tmp / "run2") + "'");
+  r = run("demo --config '" + (tmp / "run1/config.yaml") + "' --run-dir '" + (tmp / "run2") + "'" +
+          kSmallStages);
   INFO(r.err);
   REQUIRE(r.code == 0);
-  // Identical but for the data path, which the demo points into each run directory.
+  // Identical but for the data and teacher paths, which the demo points into each run directory.
   auto without_manifest = [](std::string s) {
-    auto p = s.find("manifest:");
-    return s.erase(p, s.find('\n', p) - p);
+    for (const char* key : {"manifest:", "checkpoint:"}) {
+      auto p = s.find(key);
+      if (p != std::string::npos) s.erase(p, s.find('\n', p) - p);
+    }
+    return s;
   };
   CHECK(without_manifest(evax::read_file(tmp / "run2/config.yaml")) ==
         without_manifest(evax::read_file(tmp / "run1/config.yaml")));
@@ -164,7 +181,9 @@ TEST_CASE("demo writes a run directory that can be repeated from its config.yaml
 TEST_CASE("demo without --run-dir uses runs/<config>-<timestamp>") {
   evax::test::TempDir tmp("demodefault");
   Result r = run("demo --set synth.n=24 --set synth.size=64 --set data.loader.batch_size=4"
-                 " --set train.epochs=1 --set model.depth=1 --set threads=1", tmp.str());
+                 " --set train.epochs=1 --set model.depth=1 --set threads=1" +
+                     std::string(kSmallStages),
+                 tmp.str());
   INFO(r.err);
   REQUIRE(r.code == 0);
   int found = 0;

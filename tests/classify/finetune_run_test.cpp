@@ -290,3 +290,30 @@ TEST_CASE("finetune: bad input names the file, the key or the tensors and exits 
            "' --run-dir '" + (tmp / "e") + "' 2>'" + (tmp / "e5") + "'") == 2);
   CHECK_THAT(read_file(tmp / "e5"), Contains("finetune.layer_decy"));
 }
+
+TEST_CASE("finetune: evax embed writes logits for a finetuned checkpoint, equal to predict's") {
+  test::TempDir tmp("ft_embed");
+  const std::string cfg = write_config(
+      tmp, "model: {name: eva_x_tiny_patch16, drop_path: 0}\n"
+           "data:\n  manifest: " + dataset() + "/classification.csv\n"
+           "  classes: [Cardiomegaly, Effusion, Nodule, Pneumothorax, Consolidation]\n"
+           "  img_size: 64\n  crop_pct: 0.875\n  loader: {batch_size: 8, workers: 1}\n");
+  REQUIRE(sh(bin() + " finetune --config '" + cfg + "' --run-dir '" + (tmp / "run") +
+             "' --max-steps 1 2>/dev/null") == 0);
+  const std::string ck = latest(tmp / "run");
+  const std::string img = dataset() + "/png/synth_000003.png";
+  REQUIRE(sh(bin() + " embed --model eva_x_tiny_patch16 --checkpoint '" + ck +
+             "/model.safetensors' --image-size 64 --input '" + img + "' --out '" +
+             (tmp / "e.safetensors") + "' 2>/dev/null") == 0);
+  TensorMap e = safetensors_load(tmp / "e.safetensors");
+  const at::Tensor* logits = find(e, "logits");
+  REQUIRE(logits != nullptr);
+  REQUIRE(logits->sizes() == torch::IntArrayRef({1, 5}));
+  REQUIRE(sh(bin() + " predict --checkpoint '" + ck + "' --out '" + (tmp / "p.csv") + "' '" + img +
+             "' 2>/dev/null") == 0);
+  auto p = read_csv(tmp / "p.csv");
+  REQUIRE(p.size() == 2);
+  for (int c = 0; c < 5; ++c)
+    CHECK(std::stod(p[1][static_cast<size_t>(c) + 1]) ==
+          Approx(torch::sigmoid((*logits)[0][c]).item<double>()).margin(1e-6));
+}

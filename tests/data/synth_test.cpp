@@ -128,7 +128,7 @@ TEST_CASE("synth: output is byte-identical for a seed, whatever the thread count
   CHECK(calls == 23);
   CHECK(sum.images == 23);
   const auto a = tree(tmp / "a"), b = tree(tmp / "b");
-  CHECK(a.size() == 23 * 5 + 7);  // png, dcm, 3 masks per image; 6 manifests + synth.json
+  CHECK(a.size() == 23 * 6 + 8);  // png, dcm, 4 masks per image; 7 manifests + synth.json
   REQUIRE(a.size() == b.size());
   for (const auto& [name, content] : a) {
     INFO(name);
@@ -433,4 +433,70 @@ TEST_CASE("synth: an unwritable output folder throws DataError naming it") {
   const evax::SynthOptions o = small_options(tmp / "file/out", 2, 64);
   CHECK_THROWS_AS(evax::synth_generate(o), evax::DataError);
   CHECK_THROWS_WITH(evax::synth_generate(o), Contains(tmp / "file/out"));
+}
+
+TEST_CASE("synth: the finding map has one bit per finding, on that finding's pixels") {
+  evax::SynthOptions o;
+  o.n = 60;
+  o.size = 128;
+  o.seed = 9;
+  for (size_t i = 0; i < o.n; ++i) {
+    INFO("image " << i);
+    const evax::SynthSample s = evax::synth_render(o, i);
+    const cv::Mat map = evax::synth_finding_map(s);
+    REQUIRE(map.type() == CV_8U);
+    const auto bit = [&](int f) { return (map & (1 << f)) != 0; };
+    CHECK(cv::countNonZero(bit(evax::kPneumothorax) != (s.pneumothorax != 0)) == 0);
+    CHECK(cv::countNonZero(bit(evax::kConsolidation) != (s.consolidation != 0)) == 0);
+    CHECK(cv::countNonZero(bit(evax::kEffusion) != (s.effusion != 0)) == 0);
+    if (s.labels[evax::kCardiomegaly])
+      CHECK(cv::countNonZero(bit(evax::kCardiomegaly) != (s.heart != 0)) == 0);
+    else
+      CHECK(cv::countNonZero(bit(evax::kCardiomegaly)) == 0);
+    // A finding's bit is set somewhere exactly when its label is.
+    for (int f = 0; f < evax::kSynthFindings; ++f) {
+      INFO(evax::synth_finding_name(f));
+      CHECK((cv::countNonZero(bit(f)) > 0) == s.labels[f]);
+    }
+    if (s.labels[evax::kNodule]) {
+      // The disc lies in the nodule's box (one pixel of rounding).
+      const cv::Rect b = s.nodule_box;
+      const cv::Rect grown(b.x - 1, b.y - 1, b.width + 2, b.height + 2);
+      CHECK(cv::countNonZero(bit(evax::kNodule)) == cv::countNonZero(bit(evax::kNodule)(grown & cv::Rect(0, 0, 128, 128))));
+    }
+  }
+}
+
+TEST_CASE("synth: conspicuity enlarges the findings and leaves everything else as published") {
+  evax::SynthOptions plain;
+  plain.n = 80;
+  plain.size = 128;
+  plain.seed = 4;
+  evax::SynthOptions loud = plain;
+  loud.conspicuity = 3.0;
+  double area[2][evax::kSynthFindings] = {};
+  int normal_identical = 0, normal = 0;
+  for (size_t i = 0; i < plain.n; ++i) {
+    const evax::SynthSample a = evax::synth_render(plain, i), b = evax::synth_render(loud, i);
+    const cv::Mat ma = evax::synth_finding_map(a), mb = evax::synth_finding_map(b);
+    for (int f = 0; f < evax::kSynthFindings; ++f) {
+      area[0][f] += cv::countNonZero((ma & (1 << f)) != 0);
+      area[1][f] += cv::countNonZero((mb & (1 << f)) != 0);
+    }
+    CHECK(a.labels[evax::kCardiomegaly] == b.labels[evax::kCardiomegaly]);
+    if (a.no_finding() && b.no_finding()) {
+      ++normal;
+      normal_identical += cv::countNonZero(a.image != b.image) == 0;
+    }
+  }
+  // Images without findings do not change at all (the findings draw from their own streams).
+  REQUIRE(normal > 5);
+  CHECK(normal_identical == normal);
+  for (int f : {evax::kEffusion, evax::kNodule, evax::kPneumothorax, evax::kConsolidation}) {
+    INFO(evax::synth_finding_name(f) << ": " << area[0][f] << " → " << area[1][f] << " pixels");
+    CHECK(area[1][f] > 1.5 * area[0][f]);
+  }
+  evax::SynthOptions bad = plain;
+  bad.conspicuity = 0.5;
+  CHECK_THROWS_WITH(evax::synth_validate(bad), Contains("conspicuity"));
 }

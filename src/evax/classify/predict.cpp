@@ -5,6 +5,7 @@
 
 #include "evax/core/files.h"
 #include "evax/core/log.h"
+#include "evax/data/preprocess.h"
 #include "evax/io/image.h"
 #include "evax/models/load.h"
 #include "evax/train/autocast.h"
@@ -16,7 +17,7 @@ namespace evax {
 
 LoadedClassifier classifier_load(const std::string& checkpoint, const std::string& device) {
   LoadedClassifier c;
-  c.weights = resolve_weights_path(checkpoint);
+  c.weights = run_weights_path(checkpoint);
   const std::string meta_path = (fs::path(c.weights).parent_path() / "meta.json").string();
   if (!fs::exists(meta_path))
     raise<DataError>("'", c.weights, "' has no meta.json beside it: evax predict needs a checkpoint "
@@ -78,9 +79,8 @@ torch::Tensor classifier_predict(LoadedClassifier& c, const std::vector<std::str
   for (size_t start = 0; start < paths.size(); start += static_cast<size_t>(batch)) {
     std::vector<torch::Tensor> xs;
     for (size_t i = start; i < std::min(paths.size(), start + static_cast<size_t>(batch)); ++i)
-      xs.push_back(classify_eval_transform(unit_to_tensor(image_read_unit(paths[i], {})),
-                                           c.spec.img_size, c.spec.crop_pct, c.spec.mean,
-                                           c.spec.std));
+      xs.push_back(eval_transform(image_read_unit(paths[i], {}), c.spec.img_size, c.spec.crop_pct,
+                                  c.spec.mean, c.spec.std));
     auto x = torch::stack(xs).to(c.device);
     torch::Tensor logits;
     {

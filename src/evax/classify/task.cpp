@@ -7,6 +7,7 @@
 #include "evax/core/log.h"
 #include "evax/core/strings.h"
 #include "evax/data/image_folder.h"
+#include "evax/data/preprocess.h"
 #include "evax/distributed/comm.h"
 #include "evax/io/image.h"
 #include "evax/models/load.h"
@@ -83,7 +84,7 @@ ClassifyOptions classify_options_from_config(Config& cfg) {
   for (const char* k : {"augment.size", "augment.mean", "augment.std"})
     d.check(k, !d.has(k), "is set by data.img_size / data.mean / data.std");
   o.augment = classify_augment_options_from_config(d.at("augment"));
-  o.crop_pct = d.get<double>("crop_pct", o.model.img_size() > 224 ? 1.0 : 0.875);
+  o.crop_pct = d.get<double>("crop_pct", eval_crop_pct(o.model.img_size()));
   d.check("crop_pct", o.crop_pct > 0 && o.crop_pct <= 1, "must be in (0, 1]");
   const InputSpec in = model_input_spec(o.model.model());
   o.mean = d.get<double>("mean", in.mean);
@@ -141,26 +142,6 @@ ClassifierSpec ClassifierSpec::from_json(const nlohmann::json& j, const std::str
     raise<DataError>("'", origin, "': the classifier description is incomplete (", e.what(), ")");
   }
   return s;
-}
-
-torch::Tensor classify_eval_transform(const torch::Tensor& chw, int64_t size, double crop_pct,
-                                      double mean, double std) {
-  // timm's eval transform: Resize(int(size / crop_pct)) (shorter side), CenterCrop(size).
-  const auto scaled = static_cast<int64_t>(static_cast<double>(size) / crop_pct);
-  return normalize(center_crop(resize_shorter(chw, scaled), size, size), mean, std);
-}
-
-std::string resolve_weights_path(const std::string& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) raise<DataError>("checkpoint '", path, "' does not exist");
-  if (!fs::is_directory(path, ec)) return path;
-  if (fs::exists(path + "/model.safetensors")) return path + "/model.safetensors";
-  if (fs::exists(path + "/checkpoints/best/model.safetensors"))
-    return path + "/checkpoints/best/model.safetensors";
-  if (auto latest = run_checkpoint_find_latest(path + "/checkpoints"))
-    return *latest + "/model.safetensors";
-  raise<DataError>("'", path, "' is a directory without model.safetensors, checkpoints/best or a "
-                   "valid checkpoint under checkpoints/");
 }
 
 ClassifyTask::ClassifyTask(const ClassifyOptions& o, int rank, int world, Comm* comm, int local_rank)
@@ -229,7 +210,7 @@ ClassifyTask::ClassifyTask(const ClassifyOptions& o, int rank, int world, Comm* 
   mo.num_classes(static_cast<int64_t>(classes_.size()));
   model_ = classifier_build(mo);
   if (!o.init.empty()) {
-    const std::string path = resolve_weights_path(o.init);
+    const std::string path = run_weights_path(o.init);
     WeightLoadReport rep = load_checkpoint_into(
         *model_, path, "classifier " + o.model.model(),
         WeightLoadOptions().strict(true).droppable(kInitDroppable));
@@ -298,11 +279,11 @@ Sample ClassifyTask::load_train(int64_t index, Rng& rng) const {
   if (train_features_.defined()) {
     s.image = train_features_[index].clone();
   } else {
-    torch::Tensor unit = unit_to_tensor(image_read_unit(row.path, {}));
+    cv::Mat unit = image_read_unit(row.path, {});
     s.image = opts_.train_transform == "augment"
-                  ? classify_train_transform(unit, rng, opts_.augment)
-                  : classify_eval_transform(unit, opts_.model.img_size(), opts_.crop_pct,
-                                            opts_.mean, opts_.std);
+                  ? classify_train_transform(unit_to_tensor(unit), rng, opts_.augment)
+                  : eval_transform(unit, opts_.model.img_size(), opts_.crop_pct, opts_.mean,
+                                   opts_.std);
   }
   auto [y, m] = targets(row, false);
   s.labels = y;
@@ -312,8 +293,8 @@ Sample ClassifyTask::load_train(int64_t index, Rng& rng) const {
 }
 
 torch::Tensor ClassifyTask::eval_image(const std::string& path) const {
-  return classify_eval_transform(unit_to_tensor(image_read_unit(path, {})), opts_.model.img_size(),
-                                 opts_.crop_pct, opts_.mean, opts_.std);
+  return eval_transform(image_read_unit(path, {}), opts_.model.img_size(), opts_.crop_pct,
+                        opts_.mean, opts_.std);
 }
 
 std::vector<NamedParam> ClassifyTask::trainable() {

@@ -15,6 +15,7 @@
 #include "evax/data/manifest.h"
 #include "evax/data/transforms.h"
 #include "evax/eval/metrics.h"
+#include "evax/train/run_checkpoint.h"
 #include "evax/train/trainer.h"
 
 namespace evax {
@@ -88,13 +89,7 @@ struct ClassifierSpec {
   static ClassifierSpec from_json(const nlohmann::json& j, const std::string& origin);
 };
 
-/// The evaluation transform of a spec: unit image (1, H, W) in [0, 1] → normalised (3, S, S).
-torch::Tensor classify_eval_transform(const torch::Tensor& chw, int64_t size, double crop_pct,
-                                      double mean, double std);
 
-/// Resolves an `init` / `--checkpoint` path to a weight file: a file as is; a directory with a
-/// model.safetensors; a run directory's checkpoints/best, else its newest checkpoint.
-std::string resolve_weights_path(const std::string& path);
 
 class ClassifyTask : public Task {
  public:

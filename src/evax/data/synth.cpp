@@ -668,11 +668,13 @@ void fill_effusion(const Anatomy& a, int k, double level, double men, Thorax* t)
 }
 
 // Effusion: fluid fills the base of one lung (a quarter of the time both).
-void draw_effusion(const Anatomy& a, Rng r, Thorax* t, SynthParams* params) {
+// `c` (SynthOptions::conspicuity, >= 1) enlarges and darkens the findings below; 1 leaves them
+// (and the random streams) exactly as drawn.
+void draw_effusion(const Anatomy& a, Rng r, Thorax* t, SynthParams* params, double c) {
   const int first = r.below(2);
   const bool both = r.uniform() < 0.25;
   for (int k = 0; k < 2; ++k) {
-    const double h = r.uniform(0.035, 0.12), men = r.uniform(0.03, 0.07);
+    const double h = std::min(0.3, c * r.uniform(0.035, 0.12)), men = r.uniform(0.03, 0.07);
     if (k != first && !both) continue;
     fill_effusion(a, k, a.lung[k].v_cp - h, men, t);
     if (cv::countNonZero(t->fluid & t->lung_poly[k]) > 0) params->effusion_sides |= 1 << k;
@@ -694,12 +696,13 @@ struct Pneumothorax {
 // Pneumothorax: the lung collapses towards its medial base, leaving an airy rim without
 // markings along apex and lateral wall, bounded by a thin visceral pleural line.
 void draw_pneumothorax(const Anatomy& a, const Thorax& t, Rng r, Pneumothorax* ptx,
-                       SynthParams* params) {
+                       SynthParams* params, double conspicuity) {
+  const double cs = conspicuity;
   const int size = t.lungs.rows;
   const double s = size;
   const int k = r.below(2);
-  const double f = r.uniform(0.6, 0.85);
-  ptx->dark = r.uniform(0.04, 0.07);
+  const double f = std::max(0.35, 1.0 - cs * (1.0 - r.uniform(0.6, 0.85)));
+  ptx->dark = cs * r.uniform(0.04, 0.07);
   ptx->pleura_amp = r.uniform(0.5, 0.8);
   const LungGeom& l = a.lung[k];
   const cv::Point2d c(a.cx + side_sign(k) * (l.d_med + 0.15 * (l.d_lat - l.d_med)),
@@ -722,7 +725,7 @@ struct Consolidation {
 };
 
 // 3-7 Gaussian blobs scattered around c (pixels), summed into field.
-void blob_field(Rng& r, cv::Point2d c, cv::Mat1f& field) {
+void blob_field(Rng& r, cv::Point2d c, cv::Mat1f& field, double radius_scale = 1.0) {
   const int size = field.rows;
   const double s = size;
   const int nblob = 3 + r.below(5);
@@ -730,7 +733,7 @@ void blob_field(Rng& r, cv::Point2d c, cv::Mat1f& field) {
   for (int b = 0; b < nblob; ++b) {
     // One draw per statement: argument order is unspecified in C++. This is the order GCC used
     // (right to left), which the published seeds' files were made with.
-    const double radius = r.uniform(0.025, 0.06) * s;
+    const double radius = radius_scale * r.uniform(0.025, 0.06) * s;
     const double dy = r.normal(), dx = r.normal();
     blobs.emplace_back(c.x + 0.04 * s * dx, c.y + 0.04 * s * dy, radius);
   }
@@ -750,18 +753,18 @@ void blob_field(Rng& r, cv::Point2d c, cv::Mat1f& field) {
 // Consolidation: cluster of blurred blobs with a patchy texture, clipped to one lung (tried on
 // alternate sides until one is large enough).
 void draw_consolidation(const Thorax& t, const cv::Mat& ptx, Rng r, Consolidation* cons,
-                        SynthParams* params) {
+                        SynthParams* params, double c) {
   const int size = t.lungs.rows;
   const double s = size;
   const cv::Mat1f patch = smooth_noise(r, size, 12);
-  cons->amp = r.uniform(0.25, 0.45);
+  cons->amp = std::min(1.0, c * r.uniform(0.25, 0.45));
   const int k0 = r.below(2);
   for (int attempt = 0; attempt < 8 && cv::countNonZero(cons->mask) == 0; ++attempt) {
     const int k = (k0 + attempt) % 2;
     const cv::Mat allowed = t.lungs_side[k] & ~ptx;
-    cv::Point2d c;
-    if (!sample_disc(r, allowed, 0.02 * s, &c)) continue;
-    blob_field(r, c, cons->field);
+    cv::Point2d centre;
+    if (!sample_disc(r, allowed, 0.02 * s, &centre)) continue;
+    blob_field(r, centre, cons->field, std::sqrt(c));
     for (int y = 0; y < size; ++y)
       for (int x = 0; x < size; ++x)
         cons->field(y, x) *= static_cast<float>(0.75 + 0.25 * patch(y, x));
@@ -779,11 +782,11 @@ struct Nodule {
 };
 
 // Nodule: round opacity fully inside aerated lung; none when it fits nowhere.
-Nodule place_nodule(const Thorax& t, const cv::Mat& ptx, Rng r) {
+Nodule place_nodule(const Thorax& t, const cv::Mat& ptx, Rng r, double c) {
   const double s = t.lungs.rows;
   Nodule n;
-  const double rad = r.uniform(0.015, 0.04) * s;
-  n.amp = r.uniform(0.09, 0.2);
+  const double rad = std::sqrt(c) * r.uniform(0.015, 0.04) * s;
+  n.amp = std::min(0.5, c * r.uniform(0.09, 0.2));
   if (sample_disc(r, t.lungs & ~ptx, rad, &n.c)) n.r = rad;
   return n;
 }
@@ -1035,16 +1038,17 @@ SynthSample render(const SynthOptions& o, const Plan& plan, size_t index) {
   draw_lungs(a, size, &t);
   draw_heart(a, size, &t, &out.params);
   t.fluid = blank(size);
-  if (want[kEffusion]) draw_effusion(a, finding_rng(o, kEffusion, index), &t, &out.params);
+  const double c = o.conspicuity;
+  if (want[kEffusion]) draw_effusion(a, finding_rng(o, kEffusion, index), &t, &out.params, c);
   aerate(&t);
   Pneumothorax ptx{blank(size), cv::Mat1f::zeros(size, size)};
   if (want[kPneumothorax])
-    draw_pneumothorax(a, t, finding_rng(o, kPneumothorax, index), &ptx, &out.params);
+    draw_pneumothorax(a, t, finding_rng(o, kPneumothorax, index), &ptx, &out.params, c);
   Consolidation cons{blank(size), cv::Mat1f::zeros(size, size)};
   if (want[kConsolidation])
-    draw_consolidation(t, ptx.mask, finding_rng(o, kConsolidation, index), &cons, &out.params);
+    draw_consolidation(t, ptx.mask, finding_rng(o, kConsolidation, index), &cons, &out.params, c);
   Nodule nodule;
-  if (want[kNodule]) nodule = place_nodule(t, ptx.mask, finding_rng(o, kNodule, index));
+  if (want[kNodule]) nodule = place_nodule(t, ptx.mask, finding_rng(o, kNodule, index), c);
 
   // Density (attenuation-like, denser = larger).
   cv::Mat1f body;
@@ -1073,6 +1077,7 @@ SynthSample render(const SynthOptions& o, const Plan& plan, size_t index) {
   out.heart = warp_mask(t.heart, pos.warp);
   out.pneumothorax = warp_mask(ptx.mask, pos.warp);
   out.consolidation = warp_mask(cons.mask, pos.warp);
+  out.effusion = warp_mask(t.fluid & (t.lung_poly[0] | t.lung_poly[1]), pos.warp);
   set_labels(a, &out);
   if (nodule.r > 0.0) set_nodule(nodule, pos.warp, size, &out);
   out.params.rotation_deg = pos.rot;
@@ -1082,6 +1087,31 @@ SynthSample render(const SynthOptions& o, const Plan& plan, size_t index) {
 }
 
 // ---- Output.
+
+}  // namespace
+
+cv::Mat synth_finding_map(const SynthSample& smp) {
+  cv::Mat map = cv::Mat::zeros(smp.image.size(), CV_8U);
+  const auto add = [&](const cv::Mat& mask, int finding) {
+    if (mask.empty()) return;
+    cv::Mat bit = cv::Mat::zeros(map.size(), CV_8U);
+    bit.setTo(1 << finding, mask);
+    map |= bit;
+  };
+  if (smp.labels[kCardiomegaly]) add(smp.heart, kCardiomegaly);
+  add(smp.effusion, kEffusion);
+  if (smp.labels[kNodule]) {
+    cv::Mat disc = cv::Mat::zeros(map.size(), CV_8U);
+    const int r = std::max(1, static_cast<int>(std::lround(smp.params.nodule_radius)));
+    cv::circle(disc, smp.params.nodule_center, r, cv::Scalar(255), cv::FILLED);
+    add(disc, kNodule);
+  }
+  add(smp.pneumothorax, kPneumothorax);
+  add(smp.consolidation, kConsolidation);
+  return map;
+}
+
+namespace {
 
 void write_png(const std::string& path, const cv::Mat& m) {
   bool ok = false;
@@ -1182,6 +1212,8 @@ void synth_validate(const SynthOptions& o) {
   for (int i = 0; i < 3; ++i)
     EVAX_CHECK(ConfigError, fr[i] >= 0.0 && fr[i] <= 1.0, "synth: ", names[i],
                " must be in [0, 1] (got ", fr[i], ")");
+  EVAX_CHECK(ConfigError, o.conspicuity >= 1.0 && o.conspicuity <= 4.0,
+             "synth: conspicuity must be in [1, 4] (got ", o.conspicuity, ")");
   const double sum = fr[0] + fr[1] + fr[2];
   EVAX_CHECK(ConfigError, std::abs(sum - 1.0) < 1e-6,
              "synth: train_fraction + val_fraction + test_fraction must be 1 (got ", sum, ")");
@@ -1241,7 +1273,8 @@ SynthSummary synth_generate(const SynthOptions& o, const SynthProgress& progress
   const auto t0 = std::chrono::steady_clock::now();
   const Plan plan = make_plan(o);
   const fs::path root(o.out_dir);
-  const char* dirs[] = {"png", "dicom", "masks/lungs", "masks/pneumothorax", "masks/consolidation"};
+  const char* dirs[] = {"png", "dicom", "masks/lungs", "masks/pneumothorax", "masks/consolidation",
+                        "masks/findings"};
   for (const char* d : dirs) {
     if ((std::string(d) == "png" && !o.write_png) || (std::string(d) == "dicom" && !o.write_dicom))
       continue;
@@ -1269,6 +1302,7 @@ SynthSummary synth_generate(const SynthOptions& o, const SynthProgress& progress
         write_png((root / "masks/lungs" / (name + ".png")).string(), smp.lungs);
         write_png((root / "masks/pneumothorax" / (name + ".png")).string(), smp.pneumothorax);
         write_png((root / "masks/consolidation" / (name + ".png")).string(), smp.consolidation);
+        write_png((root / "masks/findings" / (name + ".png")).string(), synth_finding_map(smp));
         Row& r = rows[i];
         r.patient = smp.patient;
         r.split = smp.split;
@@ -1311,7 +1345,7 @@ SynthSummary synth_generate(const SynthOptions& o, const SynthProgress& progress
   const std::string img_dir = o.write_png ? "png/" : "dicom/";
   const auto path_of = [&](const std::string& name) { return (root / name).string(); };
   const char* seg_names[3] = {"lungs", "pneumothorax", "consolidation"};
-  std::ostringstream cls, cls_dcm, pre, seg[3];
+  std::ostringstream cls, cls_dcm, pre, seg[3], fnd;
   std::string label_header;
   for (int f = 0; f < kSynthFindings; ++f) label_header += std::string(",") + synth_finding_name(f);
   label_header += ",No Finding";
@@ -1319,6 +1353,7 @@ SynthSummary synth_generate(const SynthOptions& o, const SynthProgress& progress
   cls_dcm << "path,split,patient_id,view" << label_header << ",boxes\n";
   pre << "path,split,patient_id,view\n";
   for (auto& sg : seg) sg << "path,split,patient_id,view,mask\n";
+  fnd << "path,split,patient_id,view,mask\n";
   for (size_t i = 0; i < o.n; ++i) {
     const Row& r = rows[i];
     const std::string id = format_id("synth_", 6, i);
@@ -1346,10 +1381,12 @@ SynthSummary synth_generate(const SynthOptions& o, const SynthProgress& progress
     for (int k = 0; k < 3; ++k)
       seg[k] << img_dir << id << ext << common << ",masks/" << seg_names[k] << "/" << id
              << ".png\n";
+    fnd << img_dir << id << ext << common << ",masks/findings/" << id << ".png\n";
   }
   write_file_atomic(path_of("classification.csv"), cls.str());
   if (o.write_dicom) write_file_atomic(path_of("classification_dicom.csv"), cls_dcm.str());
   write_file_atomic(path_of("pretrain.csv"), pre.str());
+  write_file_atomic(path_of("findings.csv"), fnd.str());
   for (int k = 0; k < 3; ++k)
     write_file_atomic(path_of(std::string("segmentation_") + seg_names[k] + ".csv"), seg[k].str());
 
@@ -1363,7 +1400,10 @@ SynthSummary synth_generate(const SynthOptions& o, const SynthProgress& progress
     << ",\n    \"test_fraction\": " << json_num(o.test_fraction) << ",\n    \"prevalence\": {";
   for (int f = 0; f < kSynthFindings; ++f)
     j << (f ? ", " : "") << "\"" << synth_finding_name(f) << "\": " << json_num(o.prevalence[f]);
-  j << "},\n    \"write_dicom\": " << (o.write_dicom ? "true" : "false")
+  j << "}";
+  // Only when set, so the default's synth.json stays as published.
+  if (o.conspicuity != 1.0) j << ",\n    \"conspicuity\": " << json_num(o.conspicuity);
+  j << ",\n    \"write_dicom\": " << (o.write_dicom ? "true" : "false")
     << ",\n    \"write_png\": " << (o.write_png ? "true" : "false") << "\n  },\n";
   j << "  \"counts\": {\n    \"images\": " << sum.images << ",\n    \"patients\": " << sum.patients
     << ",\n    \"findings\": {";

@@ -57,6 +57,10 @@ struct SynthOptions {
   double test_fraction = 0.2;     ///< share of patients in the test split (the three sum to 1)
   /// Probability of each finding per image, SynthFinding order (Cardiomegaly is drawn per patient).
   std::array<double, kSynthFindings> prevalence = {0.2, 0.2, 0.15, 0.12, 0.15};
+  /// Findings larger and denser by this factor (>= 1; effusion height, nodule size and density,
+  /// pneumothorax rim and darkness, consolidation size and density): the demo trains tiny models
+  /// in minutes on what real radiographs show subtly. 1 = the published rendering.
+  double conspicuity = 1.0;
   bool write_dicom = true;  ///< write dicom/<id>.dcm and classification_dicom.csv
   bool write_png = true;    ///< write png/<id>.png
 };
@@ -109,11 +113,18 @@ struct SynthSample {
   cv::Mat heart;            ///< CV_8U 0/255 heart shadow (not written to disk)
   cv::Mat pneumothorax;     ///< CV_8U 0/255, empty mask (all 0) when absent
   cv::Mat consolidation;    ///< CV_8U 0/255, all 0 when absent
+  cv::Mat effusion;         ///< CV_8U 0/255 pleural fluid inside the lung fields, all 0 when absent
   SynthDicomVariant dicom;  ///< how the DICOM file encodes `image`
   SynthParams params;       ///< ground-truth geometry
 
   bool no_finding() const;  ///< true when no label is set
 };
+
+/// Where each finding is, as one CV_8U bit mask (written as masks/findings/<id>.png): bit k
+/// (value 1 << k, SynthFinding order) is set on the pixels of finding k: the heart shadow when
+/// enlarged (Cardiomegaly), the pleural fluid, the nodule disc, the pneumothorax rim and the
+/// consolidation. Dense targets for the demo's teacher.
+cv::Mat synth_finding_map(const SynthSample& sample);
 
 /// Renders image `index` exactly as synth_generate() writes it. Costs O(n) for the patient plan.
 SynthSample synth_render(const SynthOptions& options, size_t index);

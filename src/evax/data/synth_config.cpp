@@ -29,6 +29,8 @@ SynthOptions synth_options_from_config(const ConfigView& v, SynthOptions o) {
     o.prevalence[f] = v.get<double>(key, o.prevalence[f]);
     v.check(key, o.prevalence[f] >= 0 && o.prevalence[f] <= 1, "must be in [0, 1]");
   }
+  o.conspicuity = v.get<double>("conspicuity", o.conspicuity);
+  v.check("conspicuity", o.conspicuity >= 1 && o.conspicuity <= 4, "must be in [1, 4] (1 = subtle, as published)");
   o.write_dicom = v.get<bool>("write_dicom", o.write_dicom);
   o.write_png = v.get<bool>("write_png", o.write_png);
   v.check("write_png", o.write_png || o.write_dicom, "write_png and write_dicom cannot both be false");

@@ -75,4 +75,21 @@ cv::Mat image_read_unit(const std::string& path, const ImageReadOptions& options
   return gray;
 }
 
+cv::Mat mask_read(const std::string& path) {
+  const std::string bytes = read_file(path);
+  cv::Mat m;
+  try {
+    m = cv::imdecode(cv::Mat(1, static_cast<int>(bytes.size()), CV_8U,
+                             const_cast<char*>(bytes.data())),
+                     cv::IMREAD_UNCHANGED);
+  } catch (const cv::Exception& e) {
+    raise<DataError>("mask '", path, "': cannot decode (", e.what(), ")");
+  }
+  if (m.empty()) raise<DataError>("mask '", path, "': not a decodable image");
+  if (m.type() != CV_8UC1)
+    raise<DataError>("mask '", path, "': must be 8-bit single-channel, has ", m.channels(),
+                     " channel(s) of depth ", m.depth() == CV_16U ? "16" : "other than 8", " bits");
+  return m;
+}
+
 }  // namespace evax

@@ -26,4 +26,9 @@ bool is_dicom_path(const std::string& path);
 /// the path and the reason when the file is missing, empty, corrupt or of an unsupported depth.
 cv::Mat image_read_unit(const std::string& path, const ImageReadOptions& options = {});
 
+/// Reads a label mask: an 8-bit single-channel image (PNG) whose values are class ids or bits,
+/// returned as CV_8U exactly as stored. DataError naming the file when it cannot be decoded or is
+/// not 8-bit single-channel.
+cv::Mat mask_read(const std::string& path);
+
 }  // namespace evax

@@ -7,6 +7,7 @@
 #include "evax/models/registry.h"
 #include "evax/models/weights.h"
 #include "evax/train/autocast.h"
+#include "evax/train/run_checkpoint.h"
 #include "evax/train/runtime.h"
 
 namespace evax {
@@ -36,6 +37,8 @@ PretrainOptions pretrain_options_from_config(Config& cfg) {
   t.check("kind", o.target == "teacher" || o.target == "pixels", "must be teacher or pixels");
   o.teacher = t.get<std::string>("teacher", o.teacher);
   o.teacher_checkpoint = t.get<std::string>("checkpoint", o.teacher_checkpoint);
+  o.teacher_depth = t.get<int64_t>("teacher_depth", o.teacher_depth);
+  t.check("teacher_depth", o.teacher_depth >= 0, "must be >= 0 (0 = the teacher's own depth)");
   t.check("checkpoint", o.target != "teacher" || !o.teacher_checkpoint.empty(),
           "target kind teacher needs a teacher checkpoint (MGCA's vit_base.ckpt, or any ViT/16 "
           "checkpoint); use kind: pixels to pretrain without one");
@@ -75,10 +78,15 @@ PretrainTask::PretrainTask(const PretrainOptions& o, int rank, int world, int lo
     raise<DataError>("manifest '", o.manifest, "' has no rows in split '", o.split, "'");
 
   if (o.target == "teacher") {
-    LoadedModel t = model_load(o.teacher, o.teacher_checkpoint, 0, o.views.teacher_size,
-                               WeightLoadOptions().strict(true).droppable(kTeacherDroppable));
-    log_info("teacher ", o.teacher, " from ", o.teacher_checkpoint, ": ", t.report.summary());
-    target_ = std::make_unique<TeacherTarget>(t.model, o.teacher);
+    ViTOptions to = model_options(o.teacher);
+    to.img_size(o.views.teacher_size).num_classes(0).mim_dim(0);
+    if (o.teacher_depth > 0) to.depth(o.teacher_depth);
+    VisionTransformer teacher(to);
+    const std::string path = run_weights_path(o.teacher_checkpoint);
+    auto rep = load_checkpoint_into(*teacher, path, "teacher " + o.teacher,
+                                    WeightLoadOptions().strict(true).droppable(kTeacherDroppable));
+    log_info("teacher ", o.teacher, " (", to.depth(), " blocks) from ", path, ": ", rep.summary());
+    target_ = std::make_unique<TeacherTarget>(teacher, o.teacher);
   } else {
     target_ = std::make_unique<PixelTarget>(16);
   }

@@ -37,6 +37,8 @@ struct PretrainOptions {
   /// prototypes; rope buffers are recomputed) and a classifier `head.*` (the teacher has none).
   /// Anything else missing or unexpected is a DataError naming the file and listing them.
   std::string teacher_checkpoint;
+  /// Blocks of the teacher (0: the registered model's); for teachers trained here (the demo's).
+  int64_t teacher_depth = 0;
   std::string manifest;                      ///< pretraining manifest (CSV)
   std::string split = "train";               ///< rows used ("all" for every row)
   TwoViewOptions views;                      ///< crops, flip, normalisations

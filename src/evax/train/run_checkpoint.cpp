@@ -173,4 +173,17 @@ RunCheckpoint run_checkpoint_load(const std::string& dir) {
   return s;
 }
 
+std::string run_weights_path(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) raise<DataError>("checkpoint '", path, "' does not exist");
+  if (!fs::is_directory(path, ec)) return path;
+  if (fs::exists(path + "/model.safetensors")) return path + "/model.safetensors";
+  if (fs::exists(path + "/checkpoints/best/model.safetensors"))
+    return path + "/checkpoints/best/model.safetensors";
+  if (auto latest = run_checkpoint_find_latest(path + "/checkpoints"))
+    return *latest + "/model.safetensors";
+  raise<DataError>("'", path, "' is a directory without model.safetensors, checkpoints/best or a "
+                   "valid checkpoint under checkpoints/");
+}
+
 }  // namespace evax

@@ -46,6 +46,11 @@ std::optional<std::string> run_checkpoint_find_latest(const std::string& root);
 /// Reads a run checkpoint directory (DataError when incomplete or corrupt).
 RunCheckpoint run_checkpoint_load(const std::string& dir);
 
+/// Resolves a weights argument (an `init`, `--checkpoint` or teacher path) to a weight file: a
+/// file as is; a directory with a model.safetensors (a checkpoint directory); a run directory's
+/// checkpoints/best, else its newest valid checkpoint. DataError otherwise.
+std::string run_weights_path(const std::string& path);
+
 /// FNV-1a 64-bit hash of a file's bytes, as hex.
 std::string file_fnv1a64(const std::string& path);
 
