@@ -9,9 +9,7 @@
 #include "evax/core/log.h"
 #include "evax/data/synth.h"
 #include "evax/data/synth_config.h"
-#include "finetune_run.h"
-#include "pretrain_run.h"
-#include "teacher_run.h"
+#include "train_plans.h"
 
 namespace evax::app {
 
@@ -105,7 +103,7 @@ int cmd_demo(const Args& args) {
   std::filesystem::create_directories(ft_dir);
   write_file_atomic(ft_dir + "/config.yaml", ft_cfg.dump());
   FinetuneResult f = finetune_execute(ft_plan, ft_dir, single, nullptr, ft_cfg.dump());
-  std::string summary = "finetuning reached " + ft_plan.trainer.eval().metric() + " " +
+  std::string summary = "finetuning reached " + ft_plan.run.trainer.eval().metric() + " " +
                         str_cat(f.fit.best_value) + " on " + ft_plan.task.eval_split;
   if (f.test_metrics.contains("mauc") && !f.test_metrics["mauc"].is_null())
     summary += ", test mAUC " + str_cat(f.test_metrics["mauc"].get<double>());

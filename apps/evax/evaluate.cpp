@@ -5,7 +5,7 @@
 #include "evax/core/log.h"
 #include "evax/models/load.h"
 #include "evax/train/runtime.h"
-#include "finetune_run.h"
+#include "train_plans.h"
 
 namespace evax::app {
 
@@ -30,8 +30,8 @@ int cmd_evaluate(const Args& args) {
   if (split.empty()) split = plan.task.test_split;
   if (split != "train" && split != "val" && split != "test")
     raise<UsageError>("--split must be train, val or test, got '", split, "'");
-  DistRun run = start_distributed_run(ra, cfg, plan.comm, "evaluate");
-  apply_thread_policy(plan.threads, run.env.local_world_size);
+  DistRun run = start_distributed_run(ra, cfg, plan.run.comm, "evaluate");
+  apply_thread_policy(plan.run.threads, run.env.local_world_size);
   ClassifyTask task(plan.task, run.env.rank, run.env.world_size, run.comm.get(), run.env.local_rank);
   const std::string weights = run_weights_path(checkpoint);
   auto rep = load_checkpoint_into(*task.model(), weights, "classifier " + plan.task.model.model(),

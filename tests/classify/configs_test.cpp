@@ -25,25 +25,13 @@ namespace {
 // same decoders with the same defaults, in the same order.
 struct Plan {
   ClassifyOptions task;
-  AdamWOptions optimizer;
-  TrainerOptions trainer;
-  CommOptions comm;
-  int threads = 0;
+  TrainRunOptions run;
 };
 
 Plan plan_from_config(Config& cfg) {
-  Plan p;
-  p.task = classify_options_from_config(cfg);
-  p.optimizer = adamw_options_from_config(
-      cfg.view("optimizer"), AdamWOptions().lr(1e-3).min_lr(1e-6).beta2(0.999).eps(1e-8).clip_grad(0));
-  p.trainer = trainer_options_from_config(cfg.view("train"));
-  p.trainer.eval(eval_hook_options_from_config(cfg.view("eval"),
-                                               EvalHookOptions().metric("mauc").mode("max")));
-  p.trainer.ema(ema_options_from_config(cfg.view("ema")));
-  p.comm = comm_options_from_config(cfg.view("dist"));
-  p.threads = cfg.get<int>("threads", 0);
-  cfg.check("threads", p.threads >= 0, "must be >= 0 (0 = cores / local ranks)");
-  return p;
+  return {classify_options_from_config(cfg),
+          train_run_options_from_config(cfg, classify_optimizer_defaults(),
+                                        classify_eval_defaults())};
 }
 
 std::string config_path(const std::string& name) {
@@ -70,19 +58,19 @@ const std::vector<std::string> kChexpert = {"Atelectasis", "Cardiomegaly", "Cons
 // warmup, layer decay 0.55, wd 0.05, torch AdamW defaults, no clipping, no EMA, checkpoint-best
 // by mAUC.
 void check_shared(const Plan& p) {
-  CHECK(p.optimizer.lr() == 1e-3);
-  CHECK(p.optimizer.weight_decay() == 0.05);
-  CHECK(p.optimizer.beta1() == 0.9);
-  CHECK(p.optimizer.beta2() == 0.999);
-  CHECK(p.optimizer.eps() == 1e-8);
-  CHECK(p.optimizer.clip_grad() == 0);
+  CHECK(p.run.optimizer.lr() == 1e-3);
+  CHECK(p.run.optimizer.weight_decay() == 0.05);
+  CHECK(p.run.optimizer.beta1() == 0.9);
+  CHECK(p.run.optimizer.beta2() == 0.999);
+  CHECK(p.run.optimizer.eps() == 1e-8);
+  CHECK(p.run.optimizer.clip_grad() == 0);
   CHECK(p.task.layer_decay == 0.55);
   CHECK(p.task.mode == "full");
-  CHECK(p.trainer.schedule().kind() == ScheduleKind::kFixed);
-  CHECK(p.trainer.accum_steps() == 1);
-  CHECK(p.trainer.ema().decay() == 0);
-  CHECK(p.trainer.eval().metric() == "mauc");
-  CHECK(p.trainer.eval().mode() == "max");
+  CHECK(p.run.trainer.schedule().kind() == ScheduleKind::kFixed);
+  CHECK(p.run.trainer.accum_steps() == 1);
+  CHECK(p.run.trainer.ema().decay() == 0);
+  CHECK(p.run.trainer.eval().metric() == "mauc");
+  CHECK(p.run.trainer.eval().mode() == "max");
   CHECK(p.task.smoothing == 0);
   CHECK(p.task.init.empty());
   CHECK(p.task.eval_split == "val");
@@ -138,9 +126,9 @@ TEST_CASE("configs: the CXR14 runs carry EVA-X's vit_ti, vit_s and vit_b setting
     CHECK(p.task.loader.data_pct == 1.0);
     CHECK(p.task.loader.epoch_length == 0);
     CHECK(p.task.loader.seed == 0);
-    CHECK(p.trainer.epochs() == r.epochs);
-    CHECK(p.trainer.schedule().warmup_epochs() == 5);
-    CHECK(p.trainer.eval().every() == 5);
+    CHECK(p.run.trainer.epochs() == r.epochs);
+    CHECK(p.run.trainer.schedule().warmup_epochs() == 5);
+    CHECK(p.run.trainer.eval().every() == 5);
     CHECK(p.task.uncertain.policy == "error");  // CXR14 has no uncertain labels
   }
 }
@@ -160,21 +148,21 @@ TEST_CASE("configs: the CheXpert runs carry EVA-X's label policy, transforms and
     CHECK(p->task.loader.batch_size == 256);
     CHECK(p->task.loader.epoch_length == 191027 / 20);
     CHECK(p->task.loader.data_pct == 1.0);
-    CHECK(p->trainer.schedule().warmup_epochs() == 0);
-    CHECK(p->trainer.eval().every() == 1);
+    CHECK(p->run.trainer.schedule().warmup_epochs() == 0);
+    CHECK(p->run.trainer.eval().every() == 1);
   }
   CHECK(ti.task.model.model() == "eva_x_tiny_patch16");
   CHECK(ti.task.uncertain.smooth);
   CHECK(ti.task.crop_pct == 1.0);  // Resize(224) + CenterCrop(224)
   CHECK(ti.task.model.drop_path() == 0.2);
-  CHECK(ti.trainer.epochs() == 100);
+  CHECK(ti.run.trainer.epochs() == 100);
   CHECK(ti.task.loader.seed == 0);
 
   CHECK(s.task.model.model() == "eva_x_small_patch16");
   CHECK_FALSE(s.task.uncertain.smooth);
   CHECK(s.task.crop_pct == 0.875);  // Resize(256) + CenterCrop(224)
   CHECK(s.task.model.drop_path() == 0.15);
-  CHECK(s.trainer.epochs() == 60);
+  CHECK(s.run.trainer.epochs() == 60);
   CHECK(s.task.loader.seed == 14);
 }
 
@@ -203,9 +191,9 @@ TEST_CASE("configs: the COVIDx runs and their data_pct variants carry EVA-X's se
       CHECK(p.task.loader.data_pct == pct);
       CHECK(p.task.loader.epoch_length == 0);
       CHECK(p.task.loader.seed == 0);
-      CHECK(p.trainer.epochs() == 10);
-      CHECK(p.trainer.schedule().warmup_epochs() == 1);
-      CHECK(p.trainer.eval().every() == 1);
+      CHECK(p.run.trainer.epochs() == 10);
+      CHECK(p.run.trainer.schedule().warmup_epochs() == 1);
+      CHECK(p.run.trainer.eval().every() == 1);
     }
   }
 }

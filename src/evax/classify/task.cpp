@@ -33,6 +33,12 @@ const std::vector<std::string> kInitDroppable = {"head.", "fc_norm."};
 
 }  // namespace
 
+AdamWOptions classify_optimizer_defaults() {
+  return AdamWOptions().lr(1e-3).min_lr(1e-6).beta2(0.999).eps(1e-8).clip_grad(0);
+}
+
+EvalHookOptions classify_eval_defaults() { return EvalHookOptions().metric("mauc").mode("max"); }
+
 ClassifyOptions classify_options_from_config(Config& cfg) {
   ClassifyOptions o;
   auto m = cfg.view("model");
@@ -109,12 +115,7 @@ ClassifyOptions classify_options_from_config(Config& cfg) {
   o.eval_batch_size = e.get<int64_t>("batch_size", o.eval_batch_size);
   e.check("batch_size", o.eval_batch_size >= 1, "must be >= 1");
 
-  const int64_t seed = cfg.get<int64_t>("seed", 0);
-  cfg.check("seed", seed >= 0, "must be >= 0");
-  if (!d.has("loader.seed")) o.loader.seed = static_cast<uint64_t>(seed);
-  o.device = device_from_config(cfg.view());
-  o.bf16 = cfg.get<bool>("bf16", o.bf16);
-  o.bf16_cpu = cfg.get<bool>("bf16_cpu", o.bf16_cpu);
+  read_run_keys(cfg, o);
   return o;
 }
 
@@ -315,9 +316,8 @@ int64_t ClassifyTask::micro_batches_per_epoch() { return loader_->batches_per_ep
 void ClassifyTask::start_epoch(int64_t epoch, int64_t skip) { loader_->start_epoch(epoch, skip); }
 
 MicroStep ClassifyTask::forward_micro() {
-  std::optional<Batch> b = loader_->next();
-  EVAX_ASSERT(b.has_value(), "data stream ended before the epoch's last micro-batch");
-  return forward_batch(b->image, b->labels, b->label_mask);
+  const Batch b = loader_->next_in_epoch();
+  return forward_batch(b.image, b.labels, b.label_mask);
 }
 
 torch::Tensor ClassifyTask::run_model(const torch::Tensor& x) {

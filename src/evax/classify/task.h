@@ -71,6 +71,12 @@ struct ClassifyOptions {
   bool bf16_cpu = false;  ///< bf16 autocast on CPU too
 };
 
+/// EVA-X finetuning's optimizer defaults: torch AdamW (betas 0.9/0.999, eps 1e-8), lr 1e-3 (not
+/// batch-scaled), min_lr 1e-6, no gradient clipping [eva-x code].
+AdamWOptions classify_optimizer_defaults();
+/// EVA-X's model selection: the evaluation's mAUC, higher is better.
+EvalHookOptions classify_eval_defaults();
+
 /// Reads model:, finetune:, data:, loss:, eval.split / eval.test_split / eval.batch_size, seed and
 /// device from a finetuning config (the trainer reads the rest of eval:).
 ClassifyOptions classify_options_from_config(Config& cfg);

@@ -60,4 +60,11 @@ std::vector<CsvRecord> csv_parse(const std::string& text, const std::string& ori
   return records;
 }
 
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char ch : s) q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  return q + "\"";
+}
+
 }  // namespace evax

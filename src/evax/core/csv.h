@@ -18,4 +18,7 @@ struct CsvRecord {
 /// after a closing quote). Blank lines between records are skipped.
 std::vector<CsvRecord> csv_parse(const std::string& text, const std::string& origin);
 
+/// One CSV field, quoted as RFC 4180 says when it holds a comma, a quote, CR or LF.
+std::string csv_field(const std::string& s);
+
 }  // namespace evax

@@ -339,4 +339,10 @@ std::vector<SkippedFile> Loader::skipped() const {
   return out;
 }
 
+Batch Loader::next_in_epoch() {
+  std::optional<Batch> b = next();
+  EVAX_ASSERT(b.has_value(), "data stream ended before the epoch's last micro-batch");
+  return std::move(*b);
+}
+
 }  // namespace evax

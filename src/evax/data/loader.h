@@ -128,6 +128,9 @@ class Loader {
   void start_epoch(int64_t epoch, int64_t skip_batches = 0);
   /// The next batch in order, or nullopt at the end of the epoch. Rethrows a worker's exception.
   std::optional<Batch> next();
+  /// next() for a consumer that takes exactly batches_per_epoch() batches (a training task's
+  /// micro-batches): running past the epoch's end is an internal error.
+  Batch next_in_epoch();
   /// Batches per epoch on this rank.
   int64_t batches_per_epoch() const { return sampler_.batches_per_epoch(); }
   /// The sampler (index plan).

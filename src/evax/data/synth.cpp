@@ -15,6 +15,7 @@
 #include <sstream>
 #include <thread>
 
+#include "evax/core/csv.h"
 #include "evax/core/error.h"
 #include "evax/core/files.h"
 #include "evax/io/dicom_write.h"
@@ -1163,13 +1164,6 @@ struct Row {
   std::array<bool, kSynthFindings> labels{};
   cv::Rect nodule_box;
 };
-
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\n") == std::string::npos) return s;
-  std::string q = "\"";
-  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return q + "\"";
-}
 
 std::string json_num(double v) {
   char buf[32];

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "evax/core/csv.h"
 #include "evax/eval/metrics.h"
 #include "evax/eval/metrics_report.h"
 
@@ -32,9 +33,6 @@ nlohmann::ordered_json write_evaluation_files(const std::string& dir, const Scor
 /// The per-class table of a metrics.json as printed text (fixed-width columns, one row per
 /// class, then a mean row over the classes with a value; "-" for null).
 std::string evaluation_table(const nlohmann::ordered_json& metrics);
-
-/// One CSV field, quoted as RFC 4180 says when it holds a comma, a quote, CR or LF.
-std::string csv_field(const std::string& s);
 
 /// The shortest decimal text that reads back (strtod) as exactly `v`; "inf", "-inf" or "nan"
 /// for the non-finite values.

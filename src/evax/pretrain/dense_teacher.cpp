@@ -5,6 +5,7 @@
 #include "evax/io/image.h"
 #include "evax/models/registry.h"
 #include "evax/models/weights.h"
+#include "evax/train/autocast.h"
 #include "evax/train/runtime.h"
 
 namespace F = torch::nn::functional;
@@ -35,10 +36,7 @@ DenseTeacherOptions dense_teacher_options_from_config(Config& cfg) {
   if (!d.has("loader.drop_last_batch")) o.loader.drop_last_batch = true;
   o.pos_weight = cfg.get<double>("loss.pos_weight", o.pos_weight);
   cfg.check("loss.pos_weight", o.pos_weight > 0, "must be > 0");
-  const int64_t seed = cfg.get<int64_t>("seed", 0);
-  cfg.check("seed", seed >= 0, "must be >= 0");
-  if (!d.has("loader.seed")) o.loader.seed = static_cast<uint64_t>(seed);
-  o.device = device_from_config(cfg.view());
+  read_run_keys(cfg, o);
   return o;
 }
 
@@ -102,13 +100,16 @@ std::vector<NamedParam> DenseTeacherTask::trainable() {
 }
 
 MicroStep DenseTeacherTask::forward_micro() {
-  std::optional<Batch> b = loader_->next();
-  EVAX_ASSERT(b.has_value(), "data stream ended before the epoch's last micro-batch");
+  const Batch b = loader_->next_in_epoch();
   model_->train();
-  auto x = b->image.to(device_, true);
-  auto y = b->labels.to(device_, true);                    // (B, N, K)
-  auto tokens = model_->forward_features(x).slice(1, 1);  // final-norm patch tokens
-  auto logits = model_->head->forward(tokens);            // (B, N, K)
+  auto x = b.image.to(device_, true);
+  auto y = b.labels.to(device_, true);                    // (B, N, K)
+  torch::Tensor logits;
+  {
+    Autocast ac(opts_.bf16 && (device_.is_cuda() || opts_.bf16_cpu), device_.type());
+    auto tokens = model_->forward_features(x).slice(1, 1);  // final-norm patch tokens
+    logits = model_->head->forward(tokens).to(torch::kFloat32);  // (B, N, K)
+  }
   MicroStep ms;
   ms.loss = F::binary_cross_entropy_with_logits(
       logits, y,

@@ -31,10 +31,12 @@ struct DenseTeacherOptions {
   double pos_weight = 1.0;
   LoaderOptions loader;
   std::string device = "auto";
+  bool bf16 = true;       ///< bf16 autocast on CUDA
+  bool bf16_cpu = false;  ///< bf16 autocast on CPU too
 };
 
 /// Reads model: (name, depth), data: (manifest, split, img_size, num_bits, flip_p, loader),
-/// loss.pos_weight, seed and device.
+/// loss.pos_weight, seed, device, bf16 and bf16_cpu.
 DenseTeacherOptions dense_teacher_options_from_config(Config& cfg);
 
 class DenseTeacherTask : public Task {

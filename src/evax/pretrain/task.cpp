@@ -59,14 +59,7 @@ PretrainOptions pretrain_options_from_config(Config& cfg) {
                                           MaskingOptions().grid(o.views.student_size / 16));
   cfg.check("masking.grid", o.masking.grid() * 16 == o.views.student_size,
             "must equal data.views.student_size / 16");
-  // The run's `seed` drives data order, crops and masks unless data.loader.seed overrides it
-  // (read either way: it is a valid key even when overridden).
-  const int64_t seed = cfg.get<int64_t>("seed", 0);
-  cfg.check("seed", seed >= 0, "must be >= 0");
-  if (!d.has("loader.seed")) o.loader.seed = static_cast<uint64_t>(seed);
-  o.device = device_from_config(cfg.view());
-  o.bf16 = cfg.get<bool>("bf16", o.bf16);
-  o.bf16_cpu = cfg.get<bool>("bf16_cpu", o.bf16_cpu);
+  read_run_keys(cfg, o);
   return o;
 }
 
@@ -144,9 +137,8 @@ int64_t PretrainTask::micro_batches_per_epoch() { return loader_->batches_per_ep
 void PretrainTask::start_epoch(int64_t epoch, int64_t skip) { loader_->start_epoch(epoch, skip); }
 
 MicroStep PretrainTask::forward_micro() {
-  std::optional<Batch> b = loader_->next();
-  EVAX_ASSERT(b.has_value(), "data stream ended before the epoch's last micro-batch");
-  return forward_batch(b->image, b->image2, b->patch_mask);
+  const Batch b = loader_->next_in_epoch();
+  return forward_batch(b.image, b.image2, b.patch_mask);
 }
 
 MicroStep PretrainTask::forward_batch(const torch::Tensor& student_images,

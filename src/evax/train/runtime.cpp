@@ -37,4 +37,17 @@ CommOptions comm_options_from_config(const ConfigView& v, CommOptions o) {
   return o;
 }
 
+TrainRunOptions train_run_options_from_config(Config& cfg, const AdamWOptions& optimizer,
+                                              const EvalHookOptions& eval) {
+  TrainRunOptions r;
+  r.optimizer = adamw_options_from_config(cfg.view("optimizer"), optimizer);
+  r.trainer = trainer_options_from_config(cfg.view("train"));
+  r.trainer.eval(eval_hook_options_from_config(cfg.view("eval"), eval));
+  r.trainer.ema(ema_options_from_config(cfg.view("ema")));
+  r.comm = comm_options_from_config(cfg.view("dist"));
+  r.threads = cfg.get<int>("threads", 0);
+  cfg.check("threads", r.threads >= 0, "must be >= 0 (0 = cores / local ranks)");
+  return r;
+}
+
 }  // namespace evax
