@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Reference layer-decay groups for tests/models/layer_decay_test.cpp.
 
-Builds timm's Eva as the EVA-X classifiers (global_pool='avg', fc_norm + head; Ti/S/B settings as
-tools/make_model_fixtures.py) and assigns each trainable parameter EVA-X's (lr_scale, weight_decay)
-following classification/utils/lr_decay.py (param_groups_lrd, get_layer_id_for_vit) with the
-no-weight-decay names of EVA-X's models_eva.py no_weight_decay(): {'pos_embed', 'cls_token'}.
+Builds timm's Eva as the EVA-X classifiers (global_pool='avg', fc_norm + head; Ti/S/B settings of
+tools/evax_reference_common.py) and assigns each trainable parameter EVA-X's (lr_scale,
+weight_decay) following classification/utils/lr_decay.py (param_groups_lrd, get_layer_id_for_vit)
+with the no-weight-decay names of EVA-X's models_eva.py no_weight_decay(): {'pos_embed',
+'cls_token'}.
 Layer decays: 0.55 (every shipped EVA-X run), 0.65, 0.75 (train.py default). weight_decay 0.05.
 
 Writes JSON: {"weight_decay": wd, "cases": [{"arch", "depth", "layer_decay", "params":
@@ -14,13 +15,8 @@ import argparse
 import json
 import os
 
-from timm.models.eva import Eva
+from evax_reference_common import EVA_X_ARCHS, eva_x
 
-ARCHS = {
-    "eva_x_tiny_patch16": dict(embed_dim=192, num_heads=3),
-    "eva_x_small_patch16": dict(embed_dim=384, num_heads=6),
-    "eva_x_base_patch16": dict(embed_dim=768, num_heads=12, qkv_fused=False, scale_mlp=True),
-}
 EVA_X_NO_WEIGHT_DECAY = {"pos_embed", "cls_token"}
 WEIGHT_DECAY = 0.05
 
@@ -52,10 +48,8 @@ def main():
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     cases = []
-    for arch, kw in ARCHS.items():
-        model = Eva(img_size=224, patch_size=16, depth=12, mlp_ratio=4 * 2 / 3, swiglu_mlp=True,
-                    use_rot_pos_emb=True, ref_feat_shape=(14, 14), num_classes=14,
-                    global_pool="avg", **kw)
+    for arch in EVA_X_ARCHS:
+        model = eva_x(arch, 224, 14, global_pool="avg")
         for decay in (0.55, 0.65, 0.75):
             cases.append(dict(arch=arch, depth=len(model.blocks), layer_decay=decay,
                               params=groups(model, decay)))

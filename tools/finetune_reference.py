@@ -48,15 +48,12 @@ Writes one safetensors file (--out; atomically, so concurrent test processes may
   <k>/step1/grad/<name>         gradients of step 1
   <k>/step<s>/weights/<name>    weights after step s
 """
-import argparse
-import os
-
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
-from timm.models.eva import Eva
 
-IMG, PATCH, BATCH, CLASSES, DEPTH = 64, 16, 4, 5, 3
+from evax_reference_common import eva_x, grey_images, randomize, reference_args, save_atomic
+
+IMG, BATCH, CLASSES, DEPTH = 64, 4, 5, 3  # 16 px patches: a 4x4 grid
 EVA_MEAN, EVA_STD = 0.49185243, 0.28509309  # evax_finetune.md section 2.5
 LR, BETA1, BETA2, EPS = 1e-3, 0.9, 0.999, 1e-8  # train.py: blr 1e-3 (= lr), torch AdamW defaults
 EVA_X_NO_WEIGHT_DECAY = ["pos_embed", "cls_token"]  # EVA-X models_eva.py no_weight_decay()
@@ -68,25 +65,8 @@ CASES = {"evax": (0.05, 0.55, torch.float64, "targets"),
 
 def make_model():
     # eva_x.py's EVA-X-Ti classifier at reduced depth and size.
-    return Eva(img_size=IMG, patch_size=PATCH, embed_dim=192, depth=DEPTH, num_heads=3,
-               mlp_ratio=4 * 2 / 3, swiglu_mlp=True, use_rot_pos_emb=True,
-               ref_feat_shape=(14, 14), num_classes=CLASSES, global_pool="avg",
-               drop_path_rate=0.0)
-
-
-def randomize(named_params, g):
-    with torch.no_grad():
-        for name, p in named_params:
-            noise = torch.randn(p.shape, generator=g)
-            if p.dim() == 1 and "norm" in name and name.endswith("weight"):
-                v = 1.0 + 0.1 * noise
-            elif p.dim() == 1:
-                v = 0.02 * noise
-            elif name in ("pos_embed", "cls_token"):
-                v = 0.02 * noise
-            else:
-                v = noise / p[0].numel() ** 0.5
-            p.copy_(v)
+    return eva_x("eva_x_tiny_patch16", IMG, CLASSES, depth=DEPTH, global_pool="avg",
+                 drop_path_rate=0.0)
 
 
 def get_layer_id_for_vit(name, num_layers):
@@ -167,12 +147,7 @@ def run_case(kind, init, batches):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True, help="the safetensors file to write")
-    args = ap.parse_args()
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
+    args = reference_args()
     g = torch.Generator().manual_seed(4321)
 
     model = make_model()
@@ -180,12 +155,10 @@ def main():
     init = {n: p.detach().clone() for n, p in model.named_parameters()}
 
     # Grey images (three equal channels) with structure and per-sample noise, EVA normalisation.
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, IMG), torch.linspace(0, 1, IMG), indexing="ij")
     out = {f"init/{n}": v for n, v in init.items()}
     batches = []
     for s in (1, 2):
-        base = 0.5 + 0.2 * torch.sin((7 + s) * xx + 4 * yy) * torch.cos((5 + 2 * s) * yy)
-        grey = (base + 0.15 * torch.rand(BATCH, 1, IMG, IMG, generator=g)).clamp(0, 1)
+        grey = grey_images(BATCH, IMG, 7 + s, 5 + 2 * s, g)
         images = ((grey - EVA_MEAN) / EVA_STD).expand(BATCH, 3, IMG, IMG).contiguous()
         targets = (torch.rand(BATCH, CLASSES, generator=g) < 0.4).float()
         missing = torch.rand(BATCH, CLASSES, generator=g) < 0.3
@@ -196,9 +169,7 @@ def main():
     for kind in CASES:
         out.update(run_case(kind, init, batches))
 
-    tmp = f"{args.out}.tmp{os.getpid()}"
-    save_file({k: v.detach().contiguous() for k, v in out.items()}, tmp)
-    os.replace(tmp, args.out)
+    save_atomic(out, args.out)
 
 
 if __name__ == "__main__":

@@ -23,43 +23,14 @@ from collections import OrderedDict
 import torch
 from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed
-from timm.models.eva import Eva
-from timm.models.vision_transformer import VisionTransformer
 
-EVA_X = {
-    "eva_x_tiny_patch16": dict(embed_dim=192, num_heads=3),
-    "eva_x_small_patch16": dict(embed_dim=384, num_heads=6),
-    "eva_x_base_patch16": dict(embed_dim=768, num_heads=12, qkv_fused=False, scale_mlp=True),
-}
+import evax_reference_common
+from evax_reference_common import EVA_X_ARCHS, eva_x, randomize, vit
 
 
-def eva_x(arch, img_size, num_classes):
-    return Eva(img_size=img_size, patch_size=16, depth=12, mlp_ratio=4 * 2 / 3, swiglu_mlp=True,
-               use_rot_pos_emb=True, ref_feat_shape=(14, 14), num_classes=num_classes,
-               **EVA_X[arch]).eval()
-
-
-def mgca_vit(num_classes=0):
-    return VisionTransformer(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12,
-                             qkv_bias=True, num_classes=num_classes).eval()
-
-
-def randomize(model, seed):
+def randomize_fp16(model, seed):
     """Every parameter random (LayerNorm gains around 1), rounded through fp16."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            if p.dim() == 1 and ("norm" in name) and name.endswith("weight"):
-                v = 1.0 + 0.1 * noise
-            elif p.dim() == 1:
-                v = 0.02 * noise
-            elif name in ("pos_embed", "cls_token"):
-                v = 0.02 * noise
-            else:
-                fan_in = p[0].numel()
-                v = noise / fan_in ** 0.5
-            p.copy_(v.half().float())
+    randomize(model.named_parameters(), torch.Generator().manual_seed(seed), fp16=True)
 
 
 def to_eva02(sd, arch, mim):
@@ -97,9 +68,12 @@ def main():
     ap.add_argument("--archs", default="eva_x_tiny_patch16,eva_x_small_patch16,eva_x_base_patch16,mgca")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    # Skip when this script already produced the fixtures (the stamp holds its own hash).
-    with open(__file__, "rb") as f:
-        stamp = hashlib.sha256(f.read() + args.archs.encode()).hexdigest()
+    # Skip when this script already produced the fixtures (the stamp holds the hash of its code).
+    code = b""
+    for path in (__file__, evax_reference_common.__file__):
+        with open(path, "rb") as f:
+            code += f.read()
+    stamp = hashlib.sha256(code + args.archs.encode()).hexdigest()
     stamp_path = os.path.join(args.out, ".stamp")
     if os.path.exists(stamp_path) and open(stamp_path).read() == stamp:
         print("fixtures up to date:", args.out)
@@ -107,10 +81,10 @@ def main():
     torch.set_num_threads(2)
     archs = args.archs.split(",")
 
-    for i, arch in enumerate(a for a in archs if a in EVA_X):
+    for i, arch in enumerate(a for a in archs if a in EVA_X_ARCHS):
         num_classes = 14 if arch == "eva_x_small_patch16" else 0
-        m224 = eva_x(arch, 224, num_classes)
-        randomize(m224, seed=100 + i)
+        m224 = eva_x(arch, 224, num_classes).eval()
+        randomize_fp16(m224, seed=100 + i)
         sd = OrderedDict((k, v.detach().clone()) for k, v in m224.state_dict().items())
         save_file(dict(sd), os.path.join(args.out, f"{arch}_224.timm.safetensors"))
         g = torch.Generator().manual_seed(7)
@@ -118,7 +92,7 @@ def main():
                  torch.randn(2, 3, 224, 224, generator=g), m224)
 
         # 480: the 224 weights with the position embedding resampled as eva_x.py does.
-        m480 = eva_x(arch, 480, num_classes)
+        m480 = eva_x(arch, 480, num_classes).eval()
         sd480 = OrderedDict(sd)
         sd480["pos_embed"] = resample_abs_pos_embed(sd["pos_embed"], new_size=(30, 30),
                                                     num_prefix_tokens=1)
@@ -150,8 +124,8 @@ def main():
                    os.path.join(args.out, f"{arch}.eva02_ft.pth"))
 
     if "mgca" in archs:
-        m = mgca_vit()
-        randomize(m, seed=200)
+        m = vit(224, 768, 12, 12).eval()  # MGCA's ViT-B/16
+        randomize_fp16(m, seed=200)
         sd = OrderedDict((k, v.detach().clone()) for k, v in m.state_dict().items())
         save_file(dict(sd), os.path.join(args.out, "mgca_vit_base_patch16_224.timm.safetensors"))
         g = torch.Generator().manual_seed(8)

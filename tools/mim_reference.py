@@ -41,15 +41,11 @@ Writes one safetensors file (--out; atomically, so concurrent test processes may
                                  <k>/updated/<name>  weights after the AdamW step
                                  <k>/no_decay/<name> uint8 scalar: 1 in the no-weight-decay group
 """
-import argparse
-import os
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import save_file
-from timm.models.eva import Eva
-from timm.models.vision_transformer import VisionTransformer
+
+from evax_reference_common import eva_x, grey_images, randomize, reference_args, save_atomic, vit
 
 IMG, PATCH, BATCH = 64, 16, 2
 GRID = IMG // PATCH
@@ -66,29 +62,12 @@ CLIP_GRAD = 1.0
 
 
 def make_student():
-    return Eva(img_size=IMG, patch_size=PATCH, embed_dim=DIM, depth=STUDENT_DEPTH, num_heads=HEADS,
-               mlp_ratio=4 * 2 / 3, swiglu_mlp=True, use_rot_pos_emb=True, ref_feat_shape=(14, 14),
-               num_classes=0, use_fc_norm=False)
+    # EVA-X-Ti (192 wide, 3 heads) at reduced depth and size.
+    return eva_x("eva_x_tiny_patch16", IMG, 0, depth=STUDENT_DEPTH, use_fc_norm=False)
 
 
 def make_teacher():
-    return VisionTransformer(img_size=IMG, patch_size=PATCH, embed_dim=DIM, depth=TEACHER_DEPTH,
-                             num_heads=HEADS, qkv_bias=True, num_classes=0)
-
-
-def randomize(named_params, g):
-    with torch.no_grad():
-        for name, p in named_params:
-            noise = torch.randn(p.shape, generator=g)
-            if p.dim() == 1 and "norm" in name and name.endswith("weight"):
-                v = 1.0 + 0.1 * noise
-            elif p.dim() == 1:
-                v = 0.02 * noise
-            elif name in ("pos_embed", "cls_token", "mask_token"):
-                v = 0.02 * noise
-            else:
-                v = noise / p[0].numel() ** 0.5
-            p.copy_(v)
+    return vit(IMG, DIM, TEACHER_DEPTH, HEADS)
 
 
 def no_weight_decay(name, p):
@@ -190,12 +169,7 @@ def one_step(kind, student_init, mask_token, teacher, images, teacher_images, ma
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True, help="the safetensors file to write")
-    args = ap.parse_args()
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
+    args = reference_args()
     g = torch.Generator().manual_seed(1234)
 
     teacher = make_teacher()
@@ -208,10 +182,7 @@ def main():
     mask_token = 0.02 * torch.randn(1, 1, DIM, generator=g)
 
     # A grey image (three equal channels) with structure and noise, in the two normalisations.
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, IMG), torch.linspace(0, 1, IMG), indexing="ij")
-    base = 0.5 + 0.2 * torch.sin(9 * xx + 4 * yy) * torch.cos(7 * yy)
-    grey = (base + 0.15 * torch.rand(BATCH, 1, IMG, IMG, generator=g)).clamp(0, 1)
-    grey = grey.expand(BATCH, 3, IMG, IMG).contiguous()
+    grey = grey_images(BATCH, IMG, 9, 7, g).expand(BATCH, 3, IMG, IMG).contiguous()
     images = (grey - STUDENT_MEAN) / STUDENT_STD
     teacher_images = (grey - TEACHER_MEAN) / TEACHER_STD
 
@@ -231,9 +202,7 @@ def main():
         out.update(one_step(kind, student_init, mask_token, teacher, images, teacher_images, mask,
                             g))
 
-    tmp = f"{args.out}.tmp{os.getpid()}"
-    save_file({k: v.detach().contiguous() for k, v in out.items()}, tmp)
-    os.replace(tmp, args.out)
+    save_atomic(out, args.out)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -13,6 +12,7 @@
 #include <sstream>
 
 #include "evax/core/files.h"
+#include "cli_util.h"
 #include "test_util.h"
 
 using Catch::Matchers::Contains;
@@ -28,14 +28,12 @@ struct Result {
 // Runs the evax binary with `args` (shell-quoted by the caller), capturing stdout and stderr;
 // `env` ("A=1 B=2") is set for it.
 Result run(const std::string& args, const std::string& cwd = "", const std::string& env = "") {
-  const char* bin = std::getenv("EVAX_BIN");
-  REQUIRE(bin != nullptr);
   evax::test::TempDir tmp("cli");
-  std::string cmd = (cwd.empty() ? "" : "cd '" + cwd + "' && ") + env + " '" + bin + "' " + args +
-                    " >'" + (tmp / "out") + "' 2>'" + (tmp / "err") + "'";
-  int st = std::system(cmd.c_str());
+  std::string cmd = (cwd.empty() ? "" : "cd '" + cwd + "' && ") + env + " '" +
+                    evax::test::evax_bin() + "' " + args + " >'" + (tmp / "out") + "' 2>'" +
+                    (tmp / "err") + "'";
   Result r;
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  r.code = evax::test::shell(cmd);
   r.out = evax::read_file(tmp / "out");
   r.err = evax::read_file(tmp / "err");
   return r;

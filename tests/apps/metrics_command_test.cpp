@@ -1,12 +1,11 @@
 // `evax metrics` end to end: the JSON it writes and its exit codes.
-#include <sys/wait.h>
-
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "evax/core/files.h"
+#include "cli_util.h"
 #include "test_util.h"
 
 using Catch::Matchers::Contains;
@@ -19,12 +18,10 @@ struct Result {
 };
 
 Result run_metrics(const std::string& args, const evax::test::TempDir& tmp) {
-  const char* bin = std::getenv("EVAX_BIN");
-  REQUIRE(bin != nullptr);
   const std::string cmd =
-      "'" + std::string(bin) + "' metrics " + args + " >/dev/null 2>'" + (tmp / "err") + "'";
-  const int st = std::system(cmd.c_str());
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, evax::read_file(tmp / "err")};
+      "'" + evax::test::evax_bin() + "' metrics " + args + " >/dev/null 2>'" + (tmp / "err") + "'";
+  const int code = evax::test::shell(cmd);
+  return {code, evax::read_file(tmp / "err")};
 }
 
 void write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }

@@ -8,9 +8,6 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -19,46 +16,26 @@
 
 #include "evax/core/files.h"
 #include "evax/io/safetensors.h"
+#include "cli_util.h"
+#include "tensor_util.h"
 #include "test_util.h"
 
 using namespace evax;
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
+using test::evax_bin;
+using test::shell;
 
 namespace {
 
-std::string bin() {
-  const char* b = std::getenv("EVAX_BIN");
-  REQUIRE(b != nullptr);
-  return b;
-}
-
-int sh(const std::string& cmd) {
-  int st = std::system(cmd.c_str());
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-// A tiny synthetic dataset shared by the tests of one process.
-const std::string& dataset() {
-  static const std::string dir = [] {
-    const std::string d = std::string(EVAX_BINARY_DIR) + "/test_tmp/classify_synth";
-    if (!fs::exists(d + "/classification.csv")) {
-      const std::string tmp = d + ".tmp" + std::to_string(::getpid());
-      REQUIRE(sh(bin() + " synth --out '" + tmp + "' --n 72 --size 64 --seed 5 --no-dicom --threads 1"
-                 " 2>/dev/null") == 0);
-      std::error_code ec;
-      fs::rename(tmp, d, ec);  // another test process may have won the race: fine
-      if (ec) fs::remove_all(tmp, ec);
-    }
-    return d;
-  }();
-  return dir;
+// A tiny synthetic dataset shared by the tests.
+std::string dataset() {
+  return test::synth_dataset("classify_synth", "--n 72 --size 64 --seed 5 --no-dicom --threads 1");
 }
 
 // The base config; a top-level key of `extra` replaces the base's entry of that key as a whole.
 std::string write_config(const test::TempDir& tmp, const std::string& extra = "",
                          const std::string& name = "cfg.yaml") {
-  const std::string path = tmp / name;
   const std::vector<std::pair<std::string, std::string>> base = {
       {"model", "model: {name: eva_x_tiny_patch16, depth: 1, drop_path: 0.1}\n"},
       {"data", "data:\n"
@@ -73,34 +50,8 @@ std::string write_config(const test::TempDir& tmp, const std::string& extra = ""
       {"eval", "eval: {split: val, every: 1, metric: mauc, batch_size: 16}\n"},
       {"seed", "seed: 3\n"},
       {"threads", "threads: 1\n"}};
-  std::set<std::string> replaced;
-  std::istringstream lines(extra);
-  for (std::string line; std::getline(lines, line);)
-    if (!line.empty() && line[0] != ' ' && line.find(':') != std::string::npos)
-      replaced.insert(line.substr(0, line.find(':')));
-  std::ofstream out(path);
-  out << "_base_: " << test::source_path("configs/classify/base.yaml") << "\n";
-  for (const auto& [key, text] : base)
-    if (!replaced.count(key)) out << text;
-  out << extra;
-  return path;
-}
-
-bool same_maps(const TensorMap& a, const TensorMap& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (a[i].first != b[i].first || !torch::equal(a[i].second, b[i].second)) return false;
-  return true;
-}
-
-double max_abs_diff(const TensorMap& a, const TensorMap& b) {
-  REQUIRE(a.size() == b.size());
-  double m = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    REQUIRE(a[i].first == b[i].first);
-    m = std::max(m, (a[i].second - b[i].second).abs().max().item<double>());
-  }
-  return m;
+  return test::write_config_file(tmp / name, base, extra,
+                                 "_base_: " + test::source_path("configs/classify/base.yaml") + "\n");
 }
 
 // Rows of a CSV as cells (no quoting in these files' ids).
@@ -115,8 +66,6 @@ std::vector<std::vector<std::string>> read_csv(const std::string& path) {
   }
   return rows;
 }
-
-nlohmann::json read_json(const std::string& p) { return nlohmann::json::parse(read_file(p)); }
 
 std::string latest(const std::string& run) {
   std::vector<std::string> dirs;
@@ -133,19 +82,19 @@ TEST_CASE("finetune: evaluation hook, best/, test scoring, and evaluate/predict/
   test::TempDir tmp("ft_run");
   const std::string cfg = write_config(tmp);
   const std::string run = tmp / "run";
-  REQUIRE(sh(bin() + " finetune --config '" + cfg + "' --run-dir '" + run + "' 2>'" +
-             (tmp / "err") + "'") == 0);
+  REQUIRE(shell(evax_bin() + " finetune --config '" + cfg + "' --run-dir '" + run + "' 2>'" +
+                (tmp / "err") + "'") == 0);
   const std::string log = read_file(run + "/log.txt");
   CHECK_THAT(log, Contains("eval epoch 1") && Contains("eval epoch 3") && Contains("mauc"));
   // metrics.csv has the evaluation columns; best/ records the classifier.
   CHECK_THAT(read_file(run + "/metrics.csv"), Contains("eval/mauc") && Contains("eval/auc/Nodule"));
-  auto best = read_json(run + "/checkpoints/best/meta.json");
+  auto best = test::read_json(run + "/checkpoints/best/meta.json");
   CHECK(best["metric"] == "mauc");
   CHECK(best["task"]["classes"].size() == 5);
   CHECK(best["task"]["img_size"] == 64);
   // The test split was scored with best/.
   const std::string ev = run + "/eval/test";
-  auto m = read_json(ev + "/metrics.json");
+  auto m = test::read_json(ev + "/metrics.json");
   CHECK(m["auc"].contains("Cardiomegaly"));
   REQUIRE(fs::exists(ev + "/predictions.csv"));
   CHECK(fs::exists(ev + "/per_class.csv"));
@@ -157,18 +106,18 @@ TEST_CASE("finetune: evaluation hook, best/, test scoring, and evaluate/predict/
   CHECK(ids.size() == preds.size() - 1);
 
   // evax evaluate on the run (its best/) reproduces the same predictions.
-  REQUIRE(sh(bin() + " evaluate --config '" + cfg + "' --checkpoint '" + run + "' --split test --out '" +
-             (tmp / "ev") + "' --run-dir '" + (tmp / "evrun") + "' 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " evaluate --config '" + cfg + "' --checkpoint '" + run + "' --split test --out '" +
+                (tmp / "ev") + "' --run-dir '" + (tmp / "evrun") + "' 2>/dev/null") == 0);
   CHECK(read_file(tmp / "ev/predictions.csv") == read_file(ev + "/predictions.csv"));
   // evax metrics recomputes metrics.json's AUCs from the saved CSVs.
-  REQUIRE(sh(bin() + " metrics --task multilabel --pred '" + ev + "/predictions.csv' --target '" +
-             ev + "/targets.csv' --out '" + (tmp / "m.json") + "' 2>/dev/null") == 0);
-  CHECK(read_json(tmp / "m.json")["auc"] == m["auc"]);
+  REQUIRE(shell(evax_bin() + " metrics --task multilabel --pred '" + ev + "/predictions.csv' --target '" +
+                ev + "/targets.csv' --out '" + (tmp / "m.json") + "' 2>/dev/null") == 0);
+  CHECK(test::read_json(tmp / "m.json")["auc"] == m["auc"]);
   // evax predict from the checkpoint alone gives the same probabilities (fp32 rounding aside).
   std::string inputs;
   for (size_t r = 1; r <= 4; ++r) inputs += " '" + preds[r][0] + "'";
-  REQUIRE(sh(bin() + " predict --checkpoint '" + run + "/checkpoints/best' --out '" +
-             (tmp / "p.csv") + "'" + inputs + " 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " predict --checkpoint '" + run + "/checkpoints/best' --out '" +
+                (tmp / "p.csv") + "'" + inputs + " 2>/dev/null") == 0);
   auto p = read_csv(tmp / "p.csv");
   REQUIRE(p.size() == 5);
   CHECK(p[0] == std::vector<std::string>{"path", "Cardiomegaly", "Effusion", "Nodule",
@@ -178,8 +127,8 @@ TEST_CASE("finetune: evaluation hook, best/, test scoring, and evaluate/predict/
     for (size_t c = 1; c <= 5; ++c) CHECK(std::stod(p[r][c]) == Approx(std::stod(preds[r][c])).margin(1e-6));
   }
   // A folder input finds the images recursively.
-  REQUIRE(sh(bin() + " predict --checkpoint '" + run + "' '" + dataset() + "/png' > '" +
-             (tmp / "all.csv") + "' 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " predict --checkpoint '" + run + "' '" + dataset() + "/png' > '" +
+                (tmp / "all.csv") + "' 2>/dev/null") == 0);
   CHECK(read_csv(tmp / "all.csv").size() == 73);
 }
 
@@ -187,32 +136,32 @@ TEST_CASE("finetune: stop and resume ends bit-identical to an uninterrupted run,
   test::TempDir tmp("ft_resume");
   const std::string cfg = write_config(tmp, "ema: {decay: 0.9}\n"
                                             "eval: {split: val, metric: ema/mauc, batch_size: 16}\n");
-  REQUIRE(sh(bin() + " finetune --config '" + cfg + "' --run-dir '" + (tmp / "a") + "' 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " finetune --config '" + cfg + "' --run-dir '" + (tmp / "a") + "' 2>/dev/null") == 0);
   // 3 epochs of 5 steps (38 train images, batch 8): stop mid-epoch 2, then finish.
-  REQUIRE(sh(bin() + " finetune --config '" + cfg + "' --run-dir '" + (tmp / "b") +
-             "' --max-steps 7 2>/dev/null") == 0);
-  REQUIRE(sh(bin() + " finetune --config '" + cfg + "' --run-dir '" + (tmp / "b") +
-             "' --resume auto 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " finetune --config '" + cfg + "' --run-dir '" + (tmp / "b") +
+                "' --max-steps 7 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " finetune --config '" + cfg + "' --run-dir '" + (tmp / "b") +
+                "' --resume auto 2>/dev/null") == 0);
   for (const char* f : {"model.safetensors", "trainer.safetensors"}) {
     INFO(f);
-    CHECK(same_maps(safetensors_load(latest(tmp / "a") + "/" + f),
-                    safetensors_load(latest(tmp / "b") + "/" + f)));
+    CHECK(test::same_maps(safetensors_load(latest(tmp / "a") + "/" + f),
+                          safetensors_load(latest(tmp / "b") + "/" + f)));
   }
-  CHECK(same_maps(safetensors_load(tmp / "a/checkpoints/best/model.safetensors"),
-                  safetensors_load(tmp / "b/checkpoints/best/model.safetensors")));
+  CHECK(test::same_maps(safetensors_load(tmp / "a/checkpoints/best/model.safetensors"),
+                        safetensors_load(tmp / "b/checkpoints/best/model.safetensors")));
   CHECK(read_file(tmp / "a/eval/test/predictions.csv") == read_file(tmp / "b/eval/test/predictions.csv"));
 }
 
 TEST_CASE("finetune: two gloo ranks equal one rank with the same global batch") {
   test::TempDir tmp("ft_dist");
   const std::string cfg = write_config(tmp, "model: {name: eva_x_tiny_patch16, depth: 1, drop_path: 0}\n");
-  REQUIRE(sh(bin() + " finetune --config '" + cfg + "' --run-dir '" + (tmp / "one") +
-             "' --set data.loader.batch_size=8 2>/dev/null") == 0);
-  REQUIRE(sh(bin() + " launch --nproc 2 -- finetune --config '" + cfg + "' --run-dir '" +
-             (tmp / "two") + "' --set data.loader.batch_size=4 --set dist.backend=gloo 2>'" +
-             (tmp / "err") + "'") == 0);
-  const double d = max_abs_diff(safetensors_load(latest(tmp / "one") + "/model.safetensors"),
-                                safetensors_load(latest(tmp / "two") + "/model.safetensors"));
+  REQUIRE(shell(evax_bin() + " finetune --config '" + cfg + "' --run-dir '" + (tmp / "one") +
+                "' --set data.loader.batch_size=8 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " launch --nproc 2 -- finetune --config '" + cfg + "' --run-dir '" +
+                (tmp / "two") + "' --set data.loader.batch_size=4 --set dist.backend=gloo 2>'" +
+                (tmp / "err") + "'") == 0);
+  const double d = test::max_abs_diff(safetensors_load(latest(tmp / "one") + "/model.safetensors"),
+                                      safetensors_load(latest(tmp / "two") + "/model.safetensors"));
   INFO("max abs parameter difference: " << d);
   CHECK(d <= 1e-5);
   // The gathered evaluation scores every image once, like one rank.
@@ -228,11 +177,11 @@ TEST_CASE("finetune: two gloo ranks equal one rank with the same global batch") 
 TEST_CASE("finetune: linear probing from a checkpoint trains only the head") {
   test::TempDir tmp("ft_linear");
   const std::string full = write_config(tmp, "train: {epochs: 1, warmup_epochs: 0}\n", "full.yaml");
-  REQUIRE(sh(bin() + " finetune --config '" + full + "' --run-dir '" + (tmp / "init") + "' 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " finetune --config '" + full + "' --run-dir '" + (tmp / "init") + "' 2>/dev/null") == 0);
   const std::string cfg = write_config(
       tmp, "finetune: {mode: linear}\nmodel: {name: eva_x_tiny_patch16, depth: 1, init: " +
                (tmp / "init") + "}\n", "linear.yaml");
-  REQUIRE(sh(bin() + " finetune --config '" + cfg + "' --run-dir '" + (tmp / "lin") + "' 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " finetune --config '" + cfg + "' --run-dir '" + (tmp / "lin") + "' 2>/dev/null") == 0);
   CHECK_THAT(read_file(tmp / "lin/log.txt"), Contains("linear probing: computing the frozen features"));
   auto before = safetensors_load(tmp / "init/checkpoints/best/model.safetensors");
   auto after = safetensors_load(latest(tmp / "lin") + "/model.safetensors");
@@ -254,20 +203,20 @@ TEST_CASE("finetune: bad input names the file, the key or the tensors and exits 
   const std::string cols = write_config(
       tmp, "data:\n  manifest: " + dataset() + "/classification.csv\n  classes: [Cardiomegaly, Hernia, Mass]\n"
            "  img_size: 64\n", "cols.yaml");
-  CHECK(sh(bin() + " finetune --config '" + cols + "' --run-dir '" + (tmp / "a") + "' 2>'" + (tmp / "e1") + "'") == 3);
+  CHECK(shell(evax_bin() + " finetune --config '" + cols + "' --run-dir '" + (tmp / "a") + "' 2>'" + (tmp / "e1") + "'") == 3);
   CHECK_THAT(read_file(tmp / "e1"), Contains("lacks the label column(s) Hernia, Mass"));
   // A checkpoint of another model: the mismatched tensors are listed.
-  REQUIRE(sh(bin() + " finetune --config '" + write_config(tmp, "train: {epochs: 1, warmup_epochs: 0}\n", "one.yaml") +
-             "' --run-dir '" + (tmp / "tiny1") + "' --max-steps 1 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " finetune --config '" + write_config(tmp, "train: {epochs: 1, warmup_epochs: 0}\n", "one.yaml") +
+                "' --run-dir '" + (tmp / "tiny1") + "' --max-steps 1 2>/dev/null") == 0);
   const std::string other = write_config(
       tmp, "model: {name: eva_x_small_patch16, depth: 1, init: " + (tmp / "tiny1") + "}\n", "other.yaml");
-  CHECK(sh(bin() + " finetune --config '" + other + "' --run-dir '" + (tmp / "b") + "' 2>'" + (tmp / "e2") + "'") == 3);
+  CHECK(shell(evax_bin() + " finetune --config '" + other + "' --run-dir '" + (tmp / "b") + "' 2>'" + (tmp / "e2") + "'") == 3);
   CHECK_THAT(read_file(tmp / "e2"), Contains("size mismatch") && Contains("blocks.0.attn.proj.weight"));
   // An empty split.
   const std::string empty = write_config(tmp, "data:\n  folders: {train: " + (tmp / "none") + "}\n", "empty.yaml");
   fs::create_directories(tmp / "none/a");
   fs::create_directories(tmp / "none/b");
-  CHECK(sh(bin() + " finetune --config '" + empty + "' --run-dir '" + (tmp / "c") + "' 2>'" + (tmp / "e3") + "'") == 3);
+  CHECK(shell(evax_bin() + " finetune --config '" + empty + "' --run-dir '" + (tmp / "c") + "' 2>'" + (tmp / "e3") + "'") == 3);
   CHECK_THAT(read_file(tmp / "e3"), Contains(tmp / "none"));
   // An image that does not decode, under the error policy: the file and the reason.
   fs::create_directories(tmp / "bad/train/x");
@@ -283,11 +232,11 @@ TEST_CASE("finetune: bad input names the file, the key or the tensors and exits 
   const std::string badimg = write_config(
       tmp, "data:\n  folders: {train: " + (tmp / "bad/train") + ", val: " + (tmp / "bad/val") +
                "}\n  task: multiclass\n  img_size: 64\n  loader: {batch_size: 3, workers: 1}\n", "badimg.yaml");
-  CHECK(sh(bin() + " finetune --config '" + badimg + "' --run-dir '" + (tmp / "d") + "' 2>'" + (tmp / "e4") + "'") == 3);
+  CHECK(shell(evax_bin() + " finetune --config '" + badimg + "' --run-dir '" + (tmp / "d") + "' 2>'" + (tmp / "e4") + "'") == 3);
   CHECK_THAT(read_file(tmp / "e4"), Contains("broken.png"));
   // An unknown key is a config error naming its path.
-  CHECK(sh(bin() + " finetune --config '" + write_config(tmp, "finetune: {mode: full, layer_decy: 0.5}\n", "typo.yaml") +
-           "' --run-dir '" + (tmp / "e") + "' 2>'" + (tmp / "e5") + "'") == 2);
+  CHECK(shell(evax_bin() + " finetune --config '" + write_config(tmp, "finetune: {mode: full, layer_decy: 0.5}\n", "typo.yaml") +
+              "' --run-dir '" + (tmp / "e") + "' 2>'" + (tmp / "e5") + "'") == 2);
   CHECK_THAT(read_file(tmp / "e5"), Contains("finetune.layer_decy"));
 }
 
@@ -298,19 +247,19 @@ TEST_CASE("finetune: evax embed writes logits for a finetuned checkpoint, equal 
            "data:\n  manifest: " + dataset() + "/classification.csv\n"
            "  classes: [Cardiomegaly, Effusion, Nodule, Pneumothorax, Consolidation]\n"
            "  img_size: 64\n  crop_pct: 0.875\n  loader: {batch_size: 8, workers: 1}\n");
-  REQUIRE(sh(bin() + " finetune --config '" + cfg + "' --run-dir '" + (tmp / "run") +
-             "' --max-steps 1 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " finetune --config '" + cfg + "' --run-dir '" + (tmp / "run") +
+                "' --max-steps 1 2>/dev/null") == 0);
   const std::string ck = latest(tmp / "run");
   const std::string img = dataset() + "/png/synth_000003.png";
-  REQUIRE(sh(bin() + " embed --model eva_x_tiny_patch16 --checkpoint '" + ck +
-             "/model.safetensors' --image-size 64 --input '" + img + "' --out '" +
-             (tmp / "e.safetensors") + "' 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " embed --model eva_x_tiny_patch16 --checkpoint '" + ck +
+                "/model.safetensors' --image-size 64 --input '" + img + "' --out '" +
+                (tmp / "e.safetensors") + "' 2>/dev/null") == 0);
   TensorMap e = safetensors_load(tmp / "e.safetensors");
   const at::Tensor* logits = find(e, "logits");
   REQUIRE(logits != nullptr);
   REQUIRE(logits->sizes() == torch::IntArrayRef({1, 5}));
-  REQUIRE(sh(bin() + " predict --checkpoint '" + ck + "' --out '" + (tmp / "p.csv") + "' '" + img +
-             "' 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " predict --checkpoint '" + ck + "' --out '" + (tmp / "p.csv") + "' '" + img +
+                "' 2>/dev/null") == 0);
   auto p = read_csv(tmp / "p.csv");
   REQUIRE(p.size() == 2);
   for (int c = 0; c < 5; ++c)

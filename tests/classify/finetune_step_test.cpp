@@ -41,8 +41,10 @@
 #include "evax/train/optim.h"
 #include "python_reference.h"
 #include "skip.h"
+#include "tensor_util.h"
 
 using namespace evax;
+using test::max_abs;
 
 namespace {
 
@@ -58,19 +60,6 @@ const TensorMap& reference() {
 
 torch::Tensor ref_tensor(const std::string& name) {
   return test::reference_tensor(reference(), name);
-}
-
-/// Tensors named prefix + <name>, as <name>.
-TensorMap with_prefix(const std::string& prefix) {
-  TensorMap out;
-  for (const auto& [k, v] : reference())
-    if (k.rfind(prefix, 0) == 0) out.emplace_back(k.substr(prefix.size()), v);
-  return out;
-}
-
-double max_abs(const torch::Tensor& a, const torch::Tensor& b) {
-  REQUIRE(a.sizes() == b.sizes());
-  return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
 }
 
 // Manifest-style labels (NaN = missing) → labels and label_mask as the data pipeline makes them.
@@ -121,7 +110,7 @@ void check_case(const std::string& kind) {
                                     .num_classes(5)
                                     .drop_path(0));
   model->to(dtype);
-  const TensorMap init = with_prefix("init/");
+  const TensorMap init = test::with_prefix(reference(), "init/");
   REQUIRE(!init.empty());
   const WeightLoadReport rep = load_weights(*model, init, WeightLoadOptions().strict(true));
   INFO(rep.summary());

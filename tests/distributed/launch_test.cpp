@@ -1,25 +1,18 @@
 // evax launch: environment of the ranks, exit-code propagation, stopping the other ranks.
 #include <catch2/catch.hpp>
 
-#include <sys/wait.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 
+#include "cli_util.h"
 #include "test_util.h"
 
 using Catch::Matchers::Contains;
 
 namespace {
-
-std::string bin() {
-  const char* b = std::getenv("EVAX_BIN");
-  REQUIRE(b != nullptr);
-  return b;
-}
 
 struct Result {
   int code = -1;
@@ -30,12 +23,12 @@ struct Result {
 /// Runs `evax launch <args>` with stdout captured (stderr, the launcher's log, discarded).
 Result launch(const std::string& args) {
   evax::test::TempDir tmp("launch");
-  const std::string cmd = bin() + " launch " + args + " >'" + (tmp / "out") + "' 2>/dev/null";
+  const std::string cmd =
+      evax::test::evax_bin() + " launch " + args + " >'" + (tmp / "out") + "' 2>/dev/null";
   const auto t0 = std::chrono::steady_clock::now();
-  const int st = std::system(cmd.c_str());
   Result r;
+  r.code = evax::test::shell(cmd);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   std::ifstream f(tmp / "out");
   std::stringstream ss;
   ss << f.rdbuf();

@@ -3,8 +3,6 @@
 // Eva): the same parameter names, and for each exactly the same lr scale and weight decay.
 #include <catch2/catch.hpp>
 
-#include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -12,11 +10,11 @@
 #include "evax/models/layer_decay.h"
 #include "evax/models/registry.h"
 #include "evax/models/vit.h"
+#include "python_reference.h"
 #include "skip.h"
 #include "test_util.h"
 
 using namespace evax;
-namespace fs = std::filesystem;
 
 TEST_CASE("layer ids follow get_layer_id_for_vit") {
   CHECK(vit_layer_id("cls_token", 12) == 0);
@@ -32,14 +30,8 @@ TEST_CASE("layer ids follow get_layer_id_for_vit") {
 
 TEST_CASE("EVA-X layer decay groups equal EVA-X's param_groups_lrd on Ti/S/B") {
   if (std::string(EVAX_PYTHON).empty()) EVAX_SKIP("EVAX_PYTHON not configured: no Python reference");
-  const std::string script = test::source_path("tools/eva_x_lrd_reference.py");
-  const std::string out = std::string(EVAX_BINARY_DIR) + "/fixtures/models/eva_x_lrd_reference.json";
-  std::error_code ec;
-  if (!fs::exists(out) || fs::last_write_time(script) > fs::last_write_time(out, ec)) {
-    const std::string cmd = "\"" + std::string(EVAX_PYTHON) + "\" \"" + script + "\" --out \"" + out + "\"";
-    REQUIRE(std::system(cmd.c_str()) == 0);
-  }
-  std::ifstream f(out);
+  std::ifstream f(
+      test::python_reference_file("eva_x_lrd_reference.py", "models/eva_x_lrd_reference.json"));
   const nlohmann::json ref = nlohmann::json::parse(f);
   const double wd = ref.at("weight_decay").get<double>();
   REQUIRE(ref.at("cases").size() == 9);

@@ -12,10 +12,12 @@
 #include "evax/io/weight_file.h"
 #include "evax/models/registry.h"
 #include "evax/models/weights.h"
+#include "tensor_util.h"
 #include "test_util.h"
 
 using namespace evax;
 using Catch::Matchers::Contains;
+using test::max_abs;
 
 namespace {
 
@@ -31,11 +33,6 @@ TensorMap load_ckpt(const std::string& path) {
   auto contents = weight_file_read(path);
   std::string key;
   return weight_file_state_dict(contents, &key);
-}
-
-double max_abs(const torch::Tensor& a, const torch::Tensor& b) {
-  REQUIRE(a.sizes() == b.sizes());
-  return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
 }
 
 struct Outputs {

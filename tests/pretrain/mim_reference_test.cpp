@@ -15,8 +15,6 @@
 
 #include <torch/torch.h>
 
-#include <unistd.h>
-
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -27,54 +25,34 @@
 #include "evax/io/safetensors.h"
 #include "evax/pretrain/task.h"
 #include "evax/train/optim.h"
+#include "python_reference.h"
+#include "tensor_util.h"
 #include "test_util.h"
 
 using namespace evax;
 namespace fs = std::filesystem;
+using test::max_abs;
 
 namespace {
 
 constexpr double kTol = 1e-5;
 
-// The reference file, made by the pinned venv once per build tree and again whenever the script is
-// newer than it. No Python, no test: a missing interpreter fails rather than skips.
+// The reference file, made by the pinned venv once per build tree and again whenever the script (or
+// the model code it shares) is newer than it (test::python_reference). No Python, no test: a
+// missing interpreter fails rather than skips.
 const TensorMap& reference() {
   static const TensorMap map = [] {
     const std::string python = EVAX_PYTHON;
     if (python.empty())
       FAIL("EVAX_PYTHON is not configured: the MIM reference needs the pinned venv (tools/dev.sh)");
     if (!fs::exists(python)) FAIL("EVAX_PYTHON " << python << " does not exist");
-    const std::string script = test::source_path("tools/mim_reference.py");
-    const std::string out =
-        std::string(EVAX_BINARY_DIR) + "/fixtures/pretrain/mim_reference.safetensors";
-    std::error_code ec;
-    if (!fs::exists(out) || fs::last_write_time(script) > fs::last_write_time(out, ec)) {
-      const std::string cmd = "\"" + python + "\" \"" + script + "\" --out \"" + out + "\"";
-      INFO(cmd);
-      REQUIRE(std::system(cmd.c_str()) == 0);
-    }
-    return safetensors_load(out);
+    return test::python_reference("mim_reference.py", "pretrain/mim_reference.safetensors");
   }();
   return map;
 }
 
 torch::Tensor ref_tensor(const std::string& name) {
-  const at::Tensor* t = find(reference(), name);
-  if (!t) FAIL("the reference has no tensor " << name << " (script and test disagree)");
-  return *t;
-}
-
-/// Tensors named prefix + <name>, as <name>.
-TensorMap with_prefix(const std::string& prefix) {
-  TensorMap out;
-  for (const auto& [k, v] : reference())
-    if (k.rfind(prefix, 0) == 0) out.emplace_back(k.substr(prefix.size()), v);
-  return out;
-}
-
-double max_abs(const torch::Tensor& a, const torch::Tensor& b) {
-  REQUIRE(a.sizes() == b.sizes());
-  return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
+  return test::reference_tensor(reference(), name);
 }
 
 void check_step(const std::string& kind) {
@@ -92,7 +70,7 @@ void check_step(const std::string& kind) {
     // vit_tiny_patch16_224 at 64 px: the script's teacher layout (192 wide, 12 blocks).
     o.teacher = "vit_tiny_patch16_224";
     o.teacher_checkpoint = tmp / "teacher.safetensors";
-    safetensors_save(o.teacher_checkpoint, with_prefix("teacher_weights/"));
+    safetensors_save(o.teacher_checkpoint, test::with_prefix(reference(), "teacher_weights/"));
   }
   o.manifest = tmp / "manifest.csv";
   o.split = "all";
@@ -106,7 +84,7 @@ void check_step(const std::string& kind) {
   PretrainTask task(o, 0, 1);
 
   // The shared initial weights (timm naming + mask_token, lm_head.*), every one of them.
-  const TensorMap init = with_prefix(kind + "/init/");
+  const TensorMap init = test::with_prefix(reference(), kind + "/init/");
   REQUIRE(!init.empty());
   task.load_model_state(init);
 

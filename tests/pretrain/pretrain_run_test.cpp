@@ -13,53 +13,32 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <set>
-#include <sstream>
 #include <thread>
 
 #include "evax/core/files.h"
 #include "evax/io/safetensors.h"
 #include "distributed/dist_test_util.h"
+#include "cli_util.h"
+#include "tensor_util.h"
 #include "test_util.h"
 
 using namespace evax;
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
+using test::evax_bin;
+using test::max_abs_diff;
+using test::shell;
 
 namespace {
 
-std::string bin() {
-  const char* b = std::getenv("EVAX_BIN");
-  REQUIRE(b != nullptr);
-  return b;
-}
-
-int sh(const std::string& cmd) {
-  int st = std::system(cmd.c_str());
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-// A tiny synthetic dataset shared by the tests of one process.
-const std::string& dataset() {
-  static const std::string dir = [] {
-    const std::string d = std::string(EVAX_BINARY_DIR) + "/test_tmp/pretrain_synth";
-    if (!fs::exists(d + "/pretrain.csv")) {
-      const std::string tmp = d + ".tmp" + std::to_string(::getpid());
-      REQUIRE(sh(bin() + " synth --out '" + tmp + "' --n 48 --size 96 --seed 3 --no-dicom --threads 1"
-                 " 2>/dev/null") == 0);
-      std::error_code ec;
-      fs::rename(tmp, d, ec);  // another test process may have won the race: fine
-      if (ec) fs::remove_all(tmp, ec);
-    }
-    return d;
-  }();
-  return dir;
+// A tiny synthetic dataset shared by the tests.
+std::string dataset() {
+  return test::synth_dataset("pretrain_synth", "--n 48 --size 96 --seed 3 --no-dicom --threads 1");
 }
 
 // The base config; a top-level key of `extra` (e.g. a `train:` line) replaces the base's entry of
 // that key as a whole (configs reject a key given twice).
 std::string write_config(const test::TempDir& tmp, const std::string& extra = "") {
-  const std::string path = tmp / "cfg.yaml";
   const std::vector<std::pair<std::string, std::string>> base = {
       {"model", "model: {name: eva_x_tiny_patch16, depth: 2}\n"},
       {"target", "target: {kind: pixels}\n"},
@@ -73,16 +52,7 @@ std::string write_config(const test::TempDir& tmp, const std::string& extra = ""
       {"train", "train: {epochs: 4, warmup_epochs: 0.5, log_every: 2}\n"},
       {"seed", "seed: 7\n"},
       {"threads", "threads: 1\n"}};
-  std::set<std::string> replaced;
-  std::istringstream lines(extra);
-  for (std::string line; std::getline(lines, line);)
-    if (!line.empty() && line[0] != ' ' && line.find(':') != std::string::npos)
-      replaced.insert(line.substr(0, line.find(':')));
-  std::ofstream out(path);
-  for (const auto& [key, text] : base)
-    if (!replaced.count(key)) out << text;
-  out << extra;
-  return path;
+  return test::write_config_file(tmp / "cfg.yaml", base, extra);
 }
 
 TensorMap final_weights(const std::string& run_dir) {
@@ -93,23 +63,13 @@ TensorMap final_weights(const std::string& run_dir) {
   return safetensors_load(dirs.back().string() + "/model.safetensors");
 }
 
-double max_abs_diff(const TensorMap& a, const TensorMap& b) {
-  REQUIRE(a.size() == b.size());
-  double m = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    REQUIRE(a[i].first == b[i].first);
-    m = std::max(m, (a[i].second.to(torch::kFloat64) - b[i].second.to(torch::kFloat64)).abs().max().item<double>());
-  }
-  return m;
-}
-
 }  // namespace
 
 TEST_CASE("pretraining on synthetic data: the masked cosine loss falls, logs and checkpoints are written") {
   test::TempDir tmp("pt_loss");
   const std::string cfg = write_config(tmp);
-  REQUIRE(sh(bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "run") + "' 2>'" +
-             (tmp / "err") + "'") == 0);
+  REQUIRE(shell(evax_bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "run") + "' 2>'" +
+                (tmp / "err") + "'") == 0);
   const std::string log = read_file(tmp / "run/log.txt");
   INFO(log);
   // metrics.csv: first and last logged loss.
@@ -147,20 +107,20 @@ TEST_CASE("pretraining on synthetic data: the masked cosine loss falls, logs and
   CHECK(contains(w, "lm_head.weight"));
   CHECK(contains(w, "blocks.0.mlp.w12.weight"));
   // A second run into the same directory without --resume is refused.
-  CHECK(sh(bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "run") + "' 2>/dev/null") == 2);
+  CHECK(shell(evax_bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "run") + "' 2>/dev/null") == 2);
 }
 
 TEST_CASE("a run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run") {
   test::TempDir tmp("pt_resume");
   const std::string cfg = write_config(tmp, "train: {epochs: 5, checkpoint_every: 3, log_every: 1}\n");
-  REQUIRE(sh(bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "a") + "' 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "a") + "' 2>/dev/null") == 0);
 
   pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
     std::string out = tmp / "b.log";
     freopen(out.c_str(), "w", stderr);
-    execl(bin().c_str(), bin().c_str(), "pretrain", "--config", cfg.c_str(), "--run-dir",
+    execl(evax_bin().c_str(), evax_bin().c_str(), "pretrain", "--config", cfg.c_str(), "--run-dir",
           (tmp / "b").c_str(), nullptr);
     _exit(127);
   }
@@ -179,8 +139,8 @@ TEST_CASE("a run killed with SIGKILL and resumed ends bit-identical to an uninte
   waitpid(pid, &st, 0);
   REQUIRE(seen);
   REQUIRE(WIFSIGNALED(st));  // killed mid-run (30 steps in all), not finished
-  REQUIRE(sh(bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "b") +
-             "' --resume auto 2>'" + (tmp / "resume.log") + "'") == 0);
+  REQUIRE(shell(evax_bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "b") +
+                "' --resume auto 2>'" + (tmp / "resume.log") + "'") == 0);
   CHECK_THAT(read_file(tmp / "b/log.txt"), Contains("resumed from"));
   CHECK(max_abs_diff(final_weights(tmp / "a"), final_weights(tmp / "b")) == 0.0);
 }
@@ -188,28 +148,28 @@ TEST_CASE("a run killed with SIGKILL and resumed ends bit-identical to an uninte
 TEST_CASE("an injected NaN rolls back to the last checkpoint, skips the batch and finishes") {
   test::TempDir tmp("pt_nan");
   const std::string cfg = write_config(tmp, "train: {epochs: 1, inject_nan_step: 2, log_every: 1}\n");
-  REQUIRE(sh(bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "run") + "' 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "run") + "' 2>/dev/null") == 0);
   const std::string log = read_file(tmp / "run/log.txt");
   CHECK_THAT(log, Contains("non-finite loss at step 2") && Contains("1 NaN rollbacks"));
   for (const auto& kv : final_weights(tmp / "run")) CHECK(torch::isfinite(kv.second).all().item<bool>());
   // More NaNs than allowed stop the run with a clear error.
   const std::string cfg2 = write_config(tmp, "train: {epochs: 1, inject_nan_step: 1, max_nan_rollbacks: 0}\n");
-  CHECK(sh(bin() + " pretrain --config '" + cfg2 + "' --run-dir '" + (tmp / "run2") + "' 2>'" +
-           (tmp / "err") + "'") == 3);
+  CHECK(shell(evax_bin() + " pretrain --config '" + cfg2 + "' --run-dir '" + (tmp / "run2") + "' 2>'" +
+              (tmp / "err") + "'") == 3);
   CHECK_THAT(read_file(tmp / "err"), Contains("NaN/Inf"));
 }
 
 TEST_CASE("two CPU ranks give the same parameters as one rank with the same global batch") {
   test::TempDir tmp("pt_dist");
   const std::string one = write_config(tmp, "train: {epochs: 1}\n");
-  REQUIRE(sh(bin() + " pretrain --config '" + one + "' --run-dir '" + (tmp / "one") +
-             "' --max-steps 5 --set data.loader.batch_size=8 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " pretrain --config '" + one + "' --run-dir '" + (tmp / "one") +
+                "' --max-steps 5 --set data.loader.batch_size=8 2>/dev/null") == 0);
   for (const std::string backend : {"gloo", "store"}) {
     INFO("backend " << backend);
     const std::string run = tmp / backend;
-    REQUIRE(sh(bin() + " launch --nproc 2 -- pretrain --config '" + one + "' --run-dir '" + run +
-               "' --max-steps 5 --set data.loader.batch_size=4 --set dist.backend=" + backend +
-               " 2>'" + (tmp / "err") + "'") == 0);
+    REQUIRE(shell(evax_bin() + " launch --nproc 2 -- pretrain --config '" + one + "' --run-dir '" + run +
+                  "' --max-steps 5 --set data.loader.batch_size=4 --set dist.backend=" + backend +
+                  " 2>'" + (tmp / "err") + "'") == 0);
     std::ifstream log(run + "/log.txt");
     const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
     CHECK_THAT(text, Catch::Matchers::Contains("backend " + backend));
@@ -222,8 +182,8 @@ TEST_CASE("two CPU ranks give the same parameters as one rank with the same glob
 TEST_CASE("bf16 autocast end to end (bf16_cpu: the CUDA code path, run on the CPU)") {
   test::TempDir tmp("pt_bf16");
   const std::string cfg = write_config(tmp, "bf16_cpu: true\n");
-  REQUIRE(sh(bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "run") +
-             "' --max-steps 4 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "run") +
+                "' --max-steps 4 2>/dev/null") == 0);
   const std::string log = read_file(tmp / "run/log.txt");
   CHECK_THAT(log, Contains("device cpu, bf16 autocast"));
   std::ifstream csv(tmp / "run/metrics.csv");
@@ -256,7 +216,7 @@ TEST_CASE("a rank killed mid-run (no launcher) makes the survivor exit non-zero 
       setenv("MASTER_PORT", p.c_str(), 1);
       const std::string err = tmp / ("rank" + rank + ".err");
       freopen(err.c_str(), "w", stderr);
-      execl(bin().c_str(), bin().c_str(), "pretrain", "--config", cfg.c_str(), "--run-dir",
+      execl(evax_bin().c_str(), evax_bin().c_str(), "pretrain", "--config", cfg.c_str(), "--run-dir",
             (tmp / "run").c_str(), nullptr);
       _exit(127);
     }
@@ -302,16 +262,16 @@ TEST_CASE("a rank killed mid-run (no launcher) makes the survivor exit non-zero 
 TEST_CASE("gradient accumulation: 2 micro-batches of 4 equal one batch of 8") {
   test::TempDir tmp("pt_accum");
   const std::string cfg = write_config(tmp, "train: {epochs: 1}\n");
-  REQUIRE(sh(bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "one") +
-             "' --max-steps 3 --set data.loader.batch_size=8 2>/dev/null") == 0);
-  REQUIRE(sh(bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "acc") +
-             "' --max-steps 3 --set data.loader.batch_size=4 --set train.accum_steps=2 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "one") +
+                "' --max-steps 3 --set data.loader.batch_size=8 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "acc") +
+                "' --max-steps 3 --set data.loader.batch_size=4 --set train.accum_steps=2 2>/dev/null") == 0);
   const double d = max_abs_diff(final_weights(tmp / "one"), final_weights(tmp / "acc"));
   INFO("max abs parameter difference after 3 steps: " << d);
   CHECK(d <= 1e-5);
   // And accumulation is not a no-op: a single micro-batch of 4 differs.
-  REQUIRE(sh(bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "half") +
-             "' --max-steps 3 --set data.loader.batch_size=4 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "half") +
+                "' --max-steps 3 --set data.loader.batch_size=4 2>/dev/null") == 0);
   CHECK(max_abs_diff(final_weights(tmp / "one"), final_weights(tmp / "half")) > 1e-4);
 }
 
@@ -321,11 +281,11 @@ TEST_CASE("a NaN with two gloo ranks rolls both back and ends as one rank with t
   // NaN, so the run returns to step-2 on every rank and skips that batch.
   const std::string cfg = write_config(
       tmp, "train: {epochs: 1, checkpoint_every: 2, inject_nan_step: 3, log_every: 1}\n");
-  REQUIRE(sh(bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "one") +
-             "' --max-steps 5 --set data.loader.batch_size=8 2>/dev/null") == 0);
-  const int rc = sh(bin() + " launch --nproc 2 -- pretrain --config '" + cfg + "' --run-dir '" +
-                    (tmp / "two") + "' --max-steps 5 --set data.loader.batch_size=4" +
-                    " --set dist.backend=gloo 2>'" + (tmp / "err") + "'");
+  REQUIRE(shell(evax_bin() + " pretrain --config '" + cfg + "' --run-dir '" + (tmp / "one") +
+                "' --max-steps 5 --set data.loader.batch_size=8 2>/dev/null") == 0);
+  const int rc = shell(evax_bin() + " launch --nproc 2 -- pretrain --config '" + cfg + "' --run-dir '" +
+                       (tmp / "two") + "' --max-steps 5 --set data.loader.batch_size=4" +
+                       " --set dist.backend=gloo 2>'" + (tmp / "err") + "'");
   INFO(read_file(tmp / "err"));
   REQUIRE(rc == 0);
   for (const char* run : {"one", "two"}) {
@@ -345,11 +305,11 @@ TEST_CASE("resuming with another batch, world size, schedule or model is refused
   test::TempDir tmp("pt_resume_check");
   const std::string cfg = write_config(tmp, "train: {epochs: 2}\n");
   const std::string run = tmp / "run";
-  REQUIRE(sh(bin() + " pretrain --config '" + cfg + "' --run-dir '" + run +
-             "' --max-steps 2 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " pretrain --config '" + cfg + "' --run-dir '" + run +
+                "' --max-steps 2 2>/dev/null") == 0);
   auto resume = [&](const std::string& args, const std::string& prefix = "") {
-    const int rc = sh(bin() + " " + prefix + "pretrain --config '" + cfg + "' --run-dir '" + run +
-                      "' --resume auto " + args + " 2>'" + (tmp / "err") + "'");
+    const int rc = shell(evax_bin() + " " + prefix + "pretrain --config '" + cfg + "' --run-dir '" + run +
+                         "' --resume auto " + args + " 2>'" + (tmp / "err") + "'");
     const std::string err = read_file(tmp / "err");
     INFO(err);
     CHECK(rc == 2);
@@ -368,7 +328,7 @@ TEST_CASE("resuming with another batch, world size, schedule or model is refused
   CHECK_THAT(resume("--set data.loader.batch_size=4", "launch --nproc 2 -- "),
              Contains("world_size: checkpoint 1, now 2"));
   // Nothing was touched: the same settings resume and finish.
-  REQUIRE(sh(bin() + " pretrain --config '" + cfg + "' --run-dir '" + run +
-             "' --resume auto --max-steps 3 2>/dev/null") == 0);
+  REQUIRE(shell(evax_bin() + " pretrain --config '" + cfg + "' --run-dir '" + run +
+                "' --resume auto --max-steps 3 2>/dev/null") == 0);
   CHECK_THAT(read_file(run + "/log.txt"), Contains("resumed from"));
 }

@@ -20,6 +20,7 @@
 #include "evax/train/ema.h"
 #include "evax/train/run_checkpoint.h"
 #include "evax/train/trainer.h"
+#include "tensor_util.h"
 #include "test_util.h"
 
 using namespace evax;
@@ -111,15 +112,6 @@ FitResult fit(const std::string& dir, const TrainerOptions& o, std::vector<doubl
   return r;
 }
 
-nlohmann::json read_json(const std::string& p) { return nlohmann::json::parse(read_file(p)); }
-
-bool same_maps(const TensorMap& a, const TensorMap& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (a[i].first != b[i].first || !torch::equal(a[i].second, b[i].second)) return false;
-  return true;
-}
-
 }  // namespace
 
 TEST_CASE("eval hook: every N epochs and at the end, logged as eval/ columns, best/ by metric") {
@@ -132,7 +124,7 @@ TEST_CASE("eval hook: every N epochs and at the end, logged as eval/ columns, be
   CHECK(r.last_eval.at("epoch_seen") == 5);
   // best/ holds the weights of the evaluation with the lowest mse, and says so.
   REQUIRE(!r.best_checkpoint.empty());
-  auto meta = read_json(r.best_checkpoint + "/meta.json");
+  auto meta = test::read_json(r.best_checkpoint + "/meta.json");
   CHECK(meta["metric"] == "mse");
   CHECK(meta["value"].get<double>() == r.best_value);
   CHECK(meta["step"].get<int64_t>() == r.best_step);
@@ -143,7 +135,7 @@ TEST_CASE("eval hook: every N epochs and at the end, logged as eval/ columns, be
   CHECK(r.best_value == r.last_eval.at("mse"));
   auto best = safetensors_load(r.best_checkpoint + "/model.safetensors");
   auto last = safetensors_load(r.last_checkpoint + "/model.safetensors");
-  CHECK(same_maps(best, last));
+  CHECK(test::same_maps(best, last));
   // metrics.csv: one row per step, the evaluation in the same row as the step's training log.
   const std::string csv = read_file(tmp / "run/metrics.csv");
   CHECK_THAT(csv, Contains("eval/mse"));
@@ -152,7 +144,7 @@ TEST_CASE("eval hook: every N epochs and at the end, logged as eval/ columns, be
   for (std::string line; std::getline(in, line);) rows_step8 += line.rfind("8,", 0) == 0;
   CHECK(rows_step8 == 1);
   // Every checkpoint records the selection state.
-  auto ck = read_json(r.last_checkpoint + "/meta.json");
+  auto ck = test::read_json(r.last_checkpoint + "/meta.json");
   CHECK(ck["best"]["step"] == 20);
   CHECK(ck["task"]["classes"][0] == "y");
 }
@@ -164,7 +156,7 @@ TEST_CASE("eval hook: mode max keeps the highest, later lower values do not repl
   FitResult r = fit(tmp / "run", o, {0.5, 0.9, 0.7, 0.9});
   CHECK(r.best_value == 0.9);
   CHECK(r.best_step == 8);  // epoch 2; the equal 0.9 at epoch 4 is not an improvement
-  CHECK(read_json(r.best_checkpoint + "/meta.json")["epoch"] == 2);
+  CHECK(test::read_json(r.best_checkpoint + "/meta.json")["epoch"] == 2);
   // min_delta: 0.7 → 0.75 is not enough.
   auto o2 = opts(2);
   o2.eval(EvalHookOptions().metric("scripted").min_delta(0.1));
@@ -182,7 +174,7 @@ TEST_CASE("eval hook: early stopping after `patience` evaluations without improv
   CHECK(evals == 4);  // best at epoch 2, then 2 evaluations without improvement
   CHECK(r.steps == 16);
   CHECK(r.best_step == 8);
-  auto meta = read_json(r.last_checkpoint + "/meta.json");
+  auto meta = test::read_json(r.last_checkpoint + "/meta.json");
   CHECK(meta["why"] == "early stop");
   CHECK(meta["best"]["stopped_early"] == true);
   // Resuming a run that stopped early trains no further.
@@ -227,7 +219,7 @@ TEST_CASE("ModelEma: timm ModelEmaV3 update with and without warmup, swap, state
   CHECK(torch::equal(p, torch::tensor({2.0, 2.0})));
   ModelEma other({{"p", p}}, {buf, counter}, EmaOptions().decay(0.9));
   other.load_state(st, "test");
-  CHECK(same_maps(other.state(), st));
+  CHECK(test::same_maps(other.state(), st));
   TensorMap missing{{"ema.param.q", torch::zeros({2})}};
   CHECK_THROWS_AS(other.load_state(missing, "test"), DataError);
 }
@@ -246,7 +238,7 @@ TEST_CASE("EMA in the trainer: checkpointed, evaluated (ema/ keys) and selectabl
   REQUIRE(r.best_step == 12);
   auto best = safetensors_load(r.best_checkpoint + "/model.safetensors");
   CHECK(torch::equal(*find(best, "w"), *ew));
-  CHECK(read_json(r.best_checkpoint + "/meta.json")["weights"] == "ema");
+  CHECK(test::read_json(r.best_checkpoint + "/meta.json")["weights"] == "ema");
   // The raw weights are not the average.
   auto raw = safetensors_load(r.last_checkpoint + "/model.safetensors");
   CHECK(!torch::equal(*find(raw, "w"), *ew));
@@ -269,13 +261,13 @@ TEST_CASE("stop/resume with evaluation, best/ and EMA ends bit-identical, and 2 
   CHECK(resumed.best_value == full.best_value);
   for (const char* f : {"model.safetensors", "trainer.safetensors"}) {
     INFO(f);
-    CHECK(same_maps(safetensors_load(full.last_checkpoint + "/" + f),
-                    safetensors_load(resumed.last_checkpoint + "/" + f)));
+    CHECK(test::same_maps(safetensors_load(full.last_checkpoint + "/" + f),
+                          safetensors_load(resumed.last_checkpoint + "/" + f)));
   }
-  CHECK(same_maps(safetensors_load(full.best_checkpoint + "/model.safetensors"),
-                  safetensors_load(resumed.best_checkpoint + "/model.safetensors")));
-  CHECK(read_json(full.best_checkpoint + "/meta.json")["metrics"] ==
-        read_json(resumed.best_checkpoint + "/meta.json")["metrics"]);
+  CHECK(test::same_maps(safetensors_load(full.best_checkpoint + "/model.safetensors"),
+                        safetensors_load(resumed.best_checkpoint + "/model.safetensors")));
+  CHECK(test::read_json(full.best_checkpoint + "/meta.json")["metrics"] ==
+        test::read_json(resumed.best_checkpoint + "/meta.json")["metrics"]);
 
   // Two ranks (batch 4 each) against one rank (batch 8): the same selection and EMA up to
   // fp32 summation order.

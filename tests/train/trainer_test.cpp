@@ -19,11 +19,13 @@
 #include "evax/io/safetensors.h"
 #include "evax/train/run_checkpoint.h"
 #include "evax/train/trainer.h"
+#include "tensor_util.h"
 #include "test_util.h"
 
 using namespace evax;
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
+using test::max_abs_diff;
 
 namespace {
 
@@ -92,16 +94,6 @@ TensorMap final_model(const std::string& run_dir) {
   auto latest = run_checkpoint_find_latest(run_dir + "/checkpoints");
   REQUIRE(latest);
   return safetensors_load(*latest + "/model.safetensors");
-}
-
-double max_abs_diff(const TensorMap& a, const TensorMap& b) {
-  REQUIRE(a.size() == b.size());
-  double m = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    REQUIRE(a[i].first == b[i].first);
-    m = std::max(m, (a[i].second - b[i].second).abs().max().item<double>());
-  }
-  return m;
 }
 
 // Runs `world` ranks as threads; per-rank trainer options come from `opts(rank)`.
