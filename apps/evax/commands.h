@@ -30,6 +30,7 @@ int cmd_finetune(const Args& args);
 int cmd_evaluate(const Args& args);
 int cmd_predict(const Args& args);
 int cmd_teacher(const Args& args);
+int cmd_segment(const Args& args);
 
 /// Options every config-driven command shares: --config, --set (repeatable), --run-dir.
 struct RunArgs {

@@ -1,7 +1,8 @@
 // evax demo: the main job on the embedded default. Generates synthetic chest X-rays into the run
 // directory, trains a small dense teacher on them (MGCA's weights cannot be downloaded), pretrains
 // a small EVA-X student against the teacher's tokens (MIM), then finetunes it on the synthetic
-// findings and scores the test split. Segmentation and Grad-CAM stages join as those pipelines land.
+// findings and scores the test split, then segments the lung fields with UperNet on the same
+// pretrained student. The Grad-CAM stage joins when that pipeline lands.
 #include <filesystem>
 
 #include "commands.h"
@@ -18,8 +19,8 @@ void log_synth_summary(const SynthSummary& s, const std::string& out);
 
 int cmd_demo(const Args& args) {
   RunArgs ra;
-  std::vector<std::string> finetune_sets, teacher_sets;
-  bool skip_finetune = false;
+  std::vector<std::string> finetune_sets, teacher_sets, segment_sets;
+  bool skip_finetune = false, skip_segment = false;
   ArgParser p("demo",
               "Run the main job on the embedded default (config: configs/demo.yaml):\n"
               "  1. synthetic chest X-rays into <run-dir>/data (evax synth)\n"
@@ -28,13 +29,19 @@ int cmd_demo(const Args& args) {
               "  3. MIM pretraining of a small EVA-X student against the teacher's tokens\n"
               "     (evax pretrain)\n"
               "  4. finetuning it on the synthetic findings, then the test split scored\n"
-              "     (evax finetune; config: stages.finetune, into <run-dir>/finetune)");
+              "     (evax finetune; config: stages.finetune, into <run-dir>/finetune)\n"
+              "  5. UperNet segmentation of the lung fields from the same pretrained student,\n"
+              "     then the test split scored (evax segment; config: stages.segment, into\n"
+              "     <run-dir>/segment)");
   add_run_args(p, ra);
   p.option("--finetune-set", &finetune_sets, "KEY=VALUE",
            "override one value of the finetuning stage's config, e.g. train.epochs=2");
   p.option("--teacher-set", &teacher_sets, "KEY=VALUE",
            "override one value of the teacher stage's config, e.g. train.epochs=2");
-  p.flag("--no-finetune", &skip_finetune, "stop after pretraining");
+  p.option("--segment-set", &segment_sets, "KEY=VALUE",
+           "override one value of the segmentation stage's config, e.g. train.epochs=1");
+  p.flag("--no-finetune", &skip_finetune, "skip the finetuning stage");
+  p.flag("--no-segment", &skip_segment, "skip the segmentation stage");
   if (!p.parse(args)) return 0;
   Config cfg = load_run_config(ra, "demo.yaml");
   ra.run_dir = run_dir_resolve(ra.run_dir, cfg.name());
@@ -46,6 +53,13 @@ int cmd_demo(const Args& args) {
   Config ft_cfg = load_run_config(ft_args, ft_name);
   ft_cfg.apply_override("data.manifest=" + ra.run_dir + "/data/classification.csv");
   ft_cfg.apply_override("model.init=" + ra.run_dir);
+  // The segmentation stage's config (stages.segment): the lung masks, from the same student.
+  const std::string seg_name = cfg.get<std::string>("stages.segment", "segment/demo.yaml");
+  RunArgs seg_args;
+  seg_args.sets = segment_sets;
+  Config seg_cfg = load_run_config(seg_args, seg_name);
+  seg_cfg.apply_override("data.manifest=" + ra.run_dir + "/data/segmentation_lungs.csv");
+  seg_cfg.apply_override("model.init=" + ra.run_dir);
   // The teacher stage (when the pretraining target is a teacher): trained into <run-dir>/teacher.
   const std::string t_name = cfg.get<std::string>("stages.teacher", "pretrain/demo_teacher.yaml");
   RunArgs t_args;
@@ -64,6 +78,7 @@ int cmd_demo(const Args& args) {
   auto [so, plan] = cfg.decode_all([](Config& c) {
     c.get<std::string>("stages.finetune", "");
     c.get<std::string>("stages.teacher", "");
+    c.get<std::string>("stages.segment", "");
     return std::make_pair(synth_options_from_config(c.view("synth")), pretrain_plan(c));
   });
   if (with_teacher && plan.task.views.teacher_size != t_plan.task.img_size)
@@ -71,9 +86,11 @@ int cmd_demo(const Args& args) {
                        " but pretraining feeds it data.views.teacher_size = ",
                        plan.task.views.teacher_size, ": make them equal");
   FinetunePlan ft_plan = ft_cfg.decode_all(finetune_plan);
+  SegmentPlan seg_plan = seg_cfg.decode_all(segment_plan);
   so.out_dir = ra.run_dir + "/data";
   const std::string dir = start_run(ra, cfg);
-  const int stages = 2 + (with_teacher ? 1 : 0) + (skip_finetune ? 0 : 1);
+  const int stages =
+      2 + (with_teacher ? 1 : 0) + (skip_finetune ? 0 : 1) + (skip_segment ? 0 : 1);
   int stage = 0;
 
   log_info("stage ", ++stage, "/", stages, ": synthetic chest X-rays (", so.n, " images at ",
@@ -93,21 +110,35 @@ int cmd_demo(const Args& args) {
            with_teacher ? "the teacher's patch tokens" : "the configured target");
   FitResult r = pretrain_execute(plan, dir, single, nullptr, cfg.dump());
   log_info("pretraining reached masked cosine loss ", r.first_loss, " → ", r.last_loss);
-  if (skip_finetune) {
-    log_info("done: ", dir);
-    return 0;
+  if (!skip_finetune) {
+    log_info("stage ", ++stage, "/", stages,
+             ": finetuning the pretrained student on the synthetic findings (", ft_name, ")");
+    const std::string ft_dir = dir + "/finetune";
+    std::filesystem::create_directories(ft_dir);
+    write_file_atomic(ft_dir + "/config.yaml", ft_cfg.dump());
+    FinetuneResult f = finetune_execute(ft_plan, ft_dir, single, nullptr, ft_cfg.dump());
+    std::string summary = "finetuning reached " + ft_plan.run.trainer.eval().metric() + " " +
+                          str_cat(f.fit.best_value) + " on " + ft_plan.task.eval_split;
+    if (f.test_metrics.contains("mauc") && !f.test_metrics["mauc"].is_null())
+      summary += ", test mAUC " + str_cat(f.test_metrics["mauc"].get<double>());
+    log_info(summary, " (", ft_dir, "/eval/", ft_plan.task.test_split, ")");
   }
-  log_info("stage ", ++stage, "/", stages,
-           ": finetuning the pretrained student on the synthetic findings (", ft_name, ")");
-  const std::string ft_dir = dir + "/finetune";
-  std::filesystem::create_directories(ft_dir);
-  write_file_atomic(ft_dir + "/config.yaml", ft_cfg.dump());
-  FinetuneResult f = finetune_execute(ft_plan, ft_dir, single, nullptr, ft_cfg.dump());
-  std::string summary = "finetuning reached " + ft_plan.run.trainer.eval().metric() + " " +
-                        str_cat(f.fit.best_value) + " on " + ft_plan.task.eval_split;
-  if (f.test_metrics.contains("mauc") && !f.test_metrics["mauc"].is_null())
-    summary += ", test mAUC " + str_cat(f.test_metrics["mauc"].get<double>());
-  log_info(summary, " (", ft_dir, "/eval/", ft_plan.task.test_split, ")");
+  if (!skip_segment) {
+    log_info("stage ", ++stage, "/", stages,
+             ": UperNet segmentation of the lung fields from the pretrained student (", seg_name,
+             ")");
+    const std::string seg_dir = dir + "/segment";
+    std::filesystem::create_directories(seg_dir);
+    write_file_atomic(seg_dir + "/config.yaml", seg_cfg.dump());
+    SegmentResult sr = segment_execute(seg_plan, seg_dir, single, nullptr, seg_cfg.dump());
+    std::string summary = "segmentation reached " + seg_plan.run.trainer.eval().metric() + " " +
+                          str_cat(sr.fit.best_value) + " on " + seg_plan.task.eval_split;
+    const auto& t = sr.test_metrics;
+    if (t.contains("mDice_fg") && t["mDice_fg"].is_number())
+      summary += ", test foreground Dice " + str_cat(t["mDice_fg"].get<double>()) +
+                 " (mDice with background " + str_cat(t["mDice"].get<double>()) + ")";
+    log_info(summary, " (", seg_dir, "/eval/", seg_plan.task.test_split, ")");
+  }
   log_info("done: ", dir);
   return 0;
 }

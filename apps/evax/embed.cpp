@@ -11,6 +11,8 @@
 #include "evax/io/safetensors.h"
 #include "evax/io/weight_file.h"
 #include "evax/models/load.h"
+#include "evax/segment/inference.h"
+#include "evax/segment/predict.h"
 
 namespace fs = std::filesystem;
 
@@ -34,7 +36,10 @@ int cmd_embed(const Args& args) {
               "IN is an image (PNG/JPEG/DICOM), a folder of them, or a .safetensors holding\n"
               "`pixel_values` (B,3,H,W), already normalised. Images get the EVA-X evaluation\n"
               "transform (resize, centre crop, model normalisation). A checkpoint with a\n"
-              "classifier head (e.g. from evax finetune) also gives `logits`.");
+              "classifier head (e.g. from evax finetune) also gives `logits`.\n"
+              "With a segmentation model (upernet_*) and a `pixel_values` input, writes\n"
+              "`logits` (B, K, H, W) at the input's resolution (bilinear, align_corners false),\n"
+              "as mmseg's whole-image inference does before thresholding.");
   p.option("--model", &model_name, "NAME", "registered model (eva_x_small_patch16, …)").required();
   p.option("--checkpoint", &ckpt, "CKPT", "weights (.pt/.pth/.ckpt/.safetensors, any naming)");
   p.option("--input", &input, "IN", "image, DICOM, folder or .safetensors").required();
@@ -45,6 +50,36 @@ int cmd_embed(const Args& args) {
   if (batch_size < 1) raise<UsageError>("evax embed: --batch-size must be >= 1");
   if (image_size < 0 || image_size % 16)
     raise<UsageError>("evax embed: --image-size must be a positive multiple of 16, got ", image_size);
+
+  if (model_name.rfind("upernet_", 0) == 0) {
+    if (fs::path(input).extension() != ".safetensors")
+      raise<UsageError>("evax embed: a segmentation model takes --input X.safetensors "
+                        "(pixel_values); for images use evax predict");
+    TensorMap t = safetensors_load(input);
+    const at::Tensor* pv = find(t, "pixel_values");
+    if (!pv) raise<DataError>("'", input, "' has no tensor `pixel_values`");
+    if (pv->dim() != 4 || pv->size(1) != 3 || pv->size(2) % 16 || pv->size(3) % 16)
+      raise<DataError>("'", input, "': pixel_values must be (B, 3, H, W) with H, W multiples of "
+                       "16, got ", pv->sizes());
+    WeightLoadReport rep;
+    UperNet net = upernet_for_checkpoint(model_name, ckpt, pv->size(2), &rep);
+    if (!ckpt.empty()) log_info(ckpt, ": ", rep.summary());
+    else log_warn("no --checkpoint: random weights");
+    net->eval();
+    torch::NoGradGuard ng;
+    auto pixels = pv->to(torch::kFloat32);
+    std::vector<torch::Tensor> logits;
+    for (int64_t i = 0; i < pixels.size(0); i += batch_size) {
+      auto x = pixels.slice(0, i, std::min(i + batch_size, pixels.size(0)));
+      logits.push_back(seg_whole_logits([&](const torch::Tensor& in) { return net->forward(in); }, x));
+    }
+    auto all = torch::cat(logits);
+    std::map<std::string, std::string> meta{{"model", model_name}};
+    if (!ckpt.empty()) meta["checkpoint"] = ckpt;
+    safetensors_save(out, TensorMap{{"logits", all}}, meta);
+    log_info("wrote logits ", all.sizes(), " to ", out);
+    return 0;
+  }
 
   const InputSpec spec = model_input_spec(model_name);
   const int64_t size = image_size > 0 ? image_size : spec.size;

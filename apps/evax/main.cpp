@@ -41,6 +41,8 @@ const Command kCommands[] = {
      evax::app::cmd_predict},
     {"pretrain", "EVA-X masked image modeling pretraining (MIM) with a frozen teacher",
      evax::app::cmd_pretrain},
+    {"segment", "UperNet segmentation on an EVA-X backbone, then the test split scored",
+     evax::app::cmd_segment},
     {"synth", "generate synthetic chest X-rays (DICOM, PNG, masks, manifests)",
      evax::app::cmd_synth},
     {"teacher", "train a dense MIM teacher from bit masks (when no pretrained teacher exists)",

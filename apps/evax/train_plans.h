@@ -14,6 +14,7 @@
 #include "evax/distributed/env.h"
 #include "evax/pretrain/dense_teacher.h"
 #include "evax/pretrain/task.h"
+#include "evax/segment/task.h"
 #include "evax/train/runtime.h"
 #include "evax/train/trainer.h"
 
@@ -29,6 +30,7 @@ struct TrainPlan {
 using PretrainPlan = TrainPlan<PretrainOptions>;
 using TeacherPlan = TrainPlan<DenseTeacherOptions>;
 using FinetunePlan = TrainPlan<ClassifyOptions>;
+using SegmentPlan = TrainPlan<SegmentOptions>;
 
 /// Decodes a pretraining config: model, target, data, masking and the shared settings (no I/O).
 PretrainPlan pretrain_plan(Config& cfg);
@@ -36,6 +38,9 @@ PretrainPlan pretrain_plan(Config& cfg);
 TeacherPlan teacher_plan(Config& cfg);
 /// Decodes a finetuning config: model, finetune, data, loss, eval, ema and the shared settings.
 FinetunePlan finetune_plan(Config& cfg);
+
+/// Decodes a segmentation config: model, segment, data, loss, eval, ema and the shared settings.
+SegmentPlan segment_plan(Config& cfg);
 
 /// Builds the task and runs the trainer in `dir` (rank 0 writes).
 FitResult pretrain_execute(const PretrainPlan& p, const std::string& dir, const DistEnv& env,
@@ -53,6 +58,17 @@ struct FinetuneResult {
 /// `<dir>/eval/<test_split>/`.
 FinetuneResult finetune_execute(const FinetunePlan& p, const std::string& dir, const DistEnv& env,
                                 Comm* comm, const std::string& config_yaml);
+
+/// What a segmentation run reached.
+struct SegmentResult {
+  FitResult fit;
+  std::string weights;                  ///< best/ when kept, else the last checkpoint
+  nlohmann::ordered_json test_metrics;  ///< metrics.json of the test split (rank 0)
+};
+/// Builds the task, trains in `dir`, then scores the test split with the selected weights into
+/// `<dir>/eval/<test_split>/`.
+SegmentResult segment_execute(const SegmentPlan& p, const std::string& dir, const DistEnv& env,
+                              Comm* comm, const std::string& config_yaml);
 
 /// The command line every training command shares: --config (required), --set, --run-dir,
 /// --log-level, --max-steps and --resume; then decode_all(plan) before any work, the distributed

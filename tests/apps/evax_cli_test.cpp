@@ -136,7 +136,11 @@ constexpr const char* kSmallStages =
     " --teacher-set train.epochs=1 --teacher-set train.warmup_epochs=0 --teacher-set threads=1"
     " --finetune-set model.depth=1 --finetune-set data.loader.batch_size=4"
     " --finetune-set train.epochs=1 --finetune-set train.warmup_epochs=0"
-    " --finetune-set eval.every=1 --finetune-set threads=1";
+    " --finetune-set eval.every=1 --finetune-set threads=1"
+    " --segment-set model.depth=1 --segment-set model.out_indices=[0]"
+    " --segment-set model.channels=16 --segment-set data.img_size=64"
+    " --segment-set data.loader.batch_size=4 --segment-set train.epochs=1"
+    " --segment-set threads=1";
 
 TEST_CASE("demo writes a run directory that can be repeated from its config.yaml") {
   evax::test::TempDir tmp("demo");
@@ -148,13 +152,15 @@ TEST_CASE("demo writes a run directory that can be repeated from its config.yaml
   REQUIRE(r.code == 0);
   for (const char* f : {"config.yaml", "log.txt", "data/classification.csv", "data/pretrain.csv",
                         "metrics.csv", "teacher/config.yaml", "finetune/config.yaml",
-                        "finetune/eval/test/metrics.json"})
+                        "finetune/eval/test/metrics.json", "segment/config.yaml",
+                        "segment/eval/test/metrics.json", "segment/eval/test/per_image.csv"})
     CHECK(fs::exists(tmp / ("run1/" + std::string(f))));
   CHECK_THAT(evax::read_file(tmp / "run1/log.txt"),
              Contains("wrote 24 images") && Contains("teacher training done") &&
                  Contains("teacher vit_tiny_patch16_224 (1 blocks)") &&
                  Contains("pretraining done") && Contains("finetuning reached") &&
-                 Contains("test mAUC"));
+                 Contains("test mAUC") && Contains("segmentation reached") &&
+                 Contains("test foreground Dice"));
   CHECK_THAT(evax::read_file(tmp / "run1/config.yaml"), Contains("n: 24"));
   CHECK(fs::exists(tmp / "run1/metrics.csv"));
 

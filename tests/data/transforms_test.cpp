@@ -286,6 +286,207 @@ TEST_CASE("transforms: segmentation joint transforms keep image and mask aligned
   CHECK(agree(out) > 0.97);
 }
 
+namespace {
+
+// A smooth random grey image in [0, 1]: 14 Gaussian bumps of either sign (sigma 5-18 px) at
+// seeded random places, rescaled to [0, 1]. Thresholding it gives blobs with smooth boundaries.
+torch::Tensor blob_image(int64_t h, int64_t w, uint64_t seed) {
+  auto g = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const auto u = torch::rand({14, 4}, g, torch::kFloat64);
+  auto y = torch::arange(h, torch::kFloat64).view({h, 1});
+  auto x = torch::arange(w, torch::kFloat64).view({1, w});
+  auto img = torch::zeros({h, w}, torch::kFloat64);
+  for (int64_t k = 0; k < u.size(0); ++k) {
+    const double cy = u[k][0].item<double>() * h, cx = u[k][1].item<double>() * w;
+    const double sigma = 5 + 13 * u[k][2].item<double>();
+    const double sign = u[k][3].item<double>() < 0.3 ? -1 : 1;
+    img += sign * torch::exp(-((y - cy).pow(2) + (x - cx).pow(2)) / (2 * sigma * sigma));
+  }
+  img = (img - img.min()) / (img.max() - img.min());
+  return img.unsqueeze(0).to(torch::kFloat32).contiguous();
+}
+
+// The pair (image, image > t) with t the image's 60th percentile (about 40 % foreground).
+evax::SegPair blob_pair(int64_t h, int64_t w, uint64_t seed, double* threshold) {
+  const auto img = blob_image(h, w, seed);
+  const auto flat = std::get<0>(img.flatten().sort());
+  *threshold = flat[static_cast<int64_t>(0.6 * static_cast<double>(flat.numel()))].item<double>() +
+               1e-7;  // just above a pixel value: no pixel equals the threshold
+  return {img, (img > *threshold).to(torch::kUInt8)};
+}
+
+// (H, W) bool: the source mask holds one class within ±ry rows and ±rx columns of the pixel.
+torch::Tensor one_class_near(const torch::Tensor& mask, int64_t ry, int64_t rx) {
+  const auto m = mask.to(torch::kFloat32).view({1, 1, mask.size(1), mask.size(2)});
+  namespace F = torch::nn::functional;
+  const auto pool = [&](const torch::Tensor& t) {
+    const auto o = F::MaxPool2dFuncOptions({2 * ry + 1, 2 * rx + 1}).stride(1).padding({ry, rx});
+    return F::max_pool2d(t, o);
+  };
+  return (pool(m) == -pool(-m)).view({mask.size(1), mask.size(2)});
+}
+
+// For every pixel of an oh × ow resample of `box` of the source, `src_map` at the source pixel
+// nearest-neighbour reads for it (top + floor(d · h / oh), the torch / cv2 rule).
+torch::Tensor at_nearest_source(const torch::Tensor& src_map, const CropBox& box, int64_t oh,
+                                int64_t ow) {
+  const auto idx = [](int64_t start, int64_t in, int64_t out) {
+    auto d = torch::arange(out, torch::kFloat64) * (static_cast<double>(in) / out);
+    return (d.floor().clamp_max(in - 1) + start).to(torch::kInt64);
+  };
+  return src_map.index_select(0, idx(box.top, box.height, oh))
+      .index_select(1, idx(box.left, box.width, ow));
+}
+
+// Pixels where thresholding the transformed image disagrees with the transformed mask although
+// the source mask is a single class within `support` source pixels of where the mask was read.
+// Why that must be 0: a bilinear output is a convex combination of source pixels within about
+// 1 + s/2 source pixels (s = source / output size) of the nearest-neighbour tap; when they are all
+// on one side of t, so is the output. Resampling may only disagree in the band along the mask's
+// boundary. A shifted or unflipped mask breaks this far from any boundary.
+int64_t misaligned(const evax::SegPair& out, double t, const evax::SegPair& src,
+                   const CropBox& box, int64_t support_y, int64_t support_x, bool flipped = false) {
+  const int64_t oh = out.mask.size(1), ow = out.mask.size(2);
+  auto safe = at_nearest_source(one_class_near(src.mask, support_y, support_x), box, oh, ow);
+  if (flipped) safe = safe.flip({1});
+  const auto thr = (out.image[0] > t).to(torch::kUInt8);
+  return ((thr != out.mask[0]) & safe).sum().item<int64_t>();
+}
+
+// Disagreeing pixels, anywhere.
+int64_t disagreeing(const evax::SegPair& out, double t) {
+  return ((out.image[0] > t).to(torch::kUInt8) != out.mask[0]).sum().item<int64_t>();
+}
+
+// Support radius in source pixels: bilinear taps lie within ceil(s / 2) + 1 of the nearest tap;
+// one more for float rounding of the tap index.
+int64_t bilinear_support(int64_t in, int64_t out) {
+  return static_cast<int64_t>(std::ceil(0.5 * static_cast<double>(in) / out)) + 2;
+}
+
+}  // namespace
+
+TEST_CASE("transforms: joint transforms keep a thresholded blob mask aligned", "[transforms]") {
+  const int64_t h = 120, w = 160;
+  double t = 0;
+  const auto src = blob_pair(h, w, 11, &t);
+  const double fg = src.mask.to(torch::kFloat32).mean().item<double>();
+  REQUIRE(fg > 0.3);
+  REQUIRE(fg < 0.5);
+  const CropBox whole{0, 0, h, w};
+
+  // Flip: pixel-exact.
+  const auto f = evax::joint_hflip(src);
+  CHECK(disagreeing(f, t) == 0);
+  CHECK(torch::equal(f.mask, src.mask.flip({2})));
+
+  // Resizes down, up and to odd sizes: exact away from the boundary band; the band is thin.
+  for (auto [oh, ow] : {std::pair<int64_t, int64_t>{64, 64}, {200, 250}, {97, 53}, {120, 160}}) {
+    INFO("resize to " << oh << "x" << ow);
+    const auto r = evax::joint_resize(src, oh, ow);
+    REQUIRE(r.mask.sizes() == torch::IntArrayRef({1, oh, ow}));
+    CHECK(misaligned(r, t, src, whole, bilinear_support(h, oh), bilinear_support(w, ow)) == 0);
+    CHECK(disagreeing(r, t) < oh * ow / 20);
+    // Negative control: the same check on a mask shifted by 3 pixels fails.
+    evax::SegPair shifted{r.image, r.mask.roll({3}, {2})};
+    CHECK(misaligned(shifted, t, src, whole, bilinear_support(h, oh), bilinear_support(w, ow)) > 0);
+    // ... and so does an unflipped mask under a flipped image.
+    evax::SegPair half{r.image.flip({2}), r.mask};
+    CHECK(misaligned(half, t, src, whole, bilinear_support(h, oh), bilinear_support(w, ow)) > 0);
+  }
+  const auto rr = evax::joint_resize(src, 64, 64);
+  CHECK(misaligned(evax::joint_hflip(rr), t, src, whole, bilinear_support(h, 64),
+                   bilinear_support(w, 64), /*flipped=*/true) == 0);
+
+  // Resized crops: bilinear with the bilinear support; the default PIL bicubic (antialiased,
+  // radius 2 · max(s, 1) source pixels) is not a convex combination, but on this smooth image its
+  // overshoot is far below the image's change over the support, so the same rule holds with the
+  // bicubic radius.
+  Rng rng(4);
+  for (int k = 0; k < 12; ++k) {
+    const CropBox box = evax::random_resized_crop_box(rng, h, w);
+    INFO("box " << box.top << "," << box.left << " " << box.height << "x" << box.width);
+    const auto bl = evax::joint_resized_crop(src, box, 96, 80, evax::Interp::kBilinear);
+    CHECK(misaligned(bl, t, src, box, bilinear_support(box.height, 96),
+                     bilinear_support(box.width, 80)) == 0);
+    const auto bc = evax::joint_resized_crop(src, box, 96, 80);
+    const auto cubic = [](int64_t in, int64_t out) {
+      return static_cast<int64_t>(std::ceil(2 * std::max(1.0, static_cast<double>(in) / out))) + 2;
+    };
+    CHECK(misaligned(bc, t, src, box, cubic(box.height, 96), cubic(box.width, 80)) == 0);
+    CHECK(torch::all((bc.mask == 0) | (bc.mask == 1)).item<bool>());
+  }
+
+  // Keep-ratio resize (mmseg Lung test pipeline): 120x160 with bounds (100, 100) → s = 100/160,
+  // 75 x 100.
+  const auto kr = evax::joint_resize_keep_ratio(src, 100, 100);
+  REQUIRE(kr.mask.sizes() == torch::IntArrayRef({1, 75, 100}));
+  CHECK(misaligned(kr, t, src, whole, bilinear_support(h, 75), bilinear_support(w, 100)) == 0);
+  CHECK(torch::equal(evax::resize_keep_ratio(src.image, 100, 100), kr.image));
+
+  // The training pipeline without photometric distortion: undo the normalisation and threshold.
+  // The mask equals the plain resized mask or its mirror, which says whether it flipped.
+  evax::SegAugmentOptions o;
+  o.size = 64;
+  o.photometric = false;
+  const auto plain = evax::joint_resize(src, 64, 64);
+  int flips = 0;
+  for (uint64_t seed = 0; seed < 8; ++seed) {
+    Rng rs(seed, {7});
+    auto out = evax::segment_train_transform(src, rs, o);
+    REQUIRE(out.image.sizes() == torch::IntArrayRef({3, 64, 64}));
+    out.image = out.image.narrow(0, 0, 1) * evax::kEvaxStd + evax::kEvaxMean;
+    const bool flipped = !torch::equal(out.mask, plain.mask);
+    if (flipped) REQUIRE(torch::equal(out.mask, plain.mask.flip({2})));
+    flips += flipped;
+    // Undoing the normalisation rounds in float32; that only moves values near t, which lie in
+    // the boundary band the check leaves out.
+    CHECK(misaligned(out, t, src, whole, bilinear_support(h, 64), bilinear_support(w, 64),
+                     flipped) == 0);
+  }
+  CHECK(flips > 0);
+  CHECK(flips < 8);
+}
+
+TEST_CASE("transforms: keep-ratio sizes follow mmcv's rescale rule", "[transforms]") {
+  // mmcv.rescale_size: s = min(max_long / long_edge, max_short / short_edge),
+  // (w, h) → (int(w·s + 0.5), int(h·s + 0.5)). Sizes are (height, width).
+  const auto size = [](int64_t h, int64_t w, int64_t a, int64_t b) {
+    const auto s = evax::keep_ratio_size(h, w, a, b);
+    return std::pair<int64_t, int64_t>{s.height, s.width};
+  };
+  using P = std::pair<int64_t, int64_t>;
+  // 1024x800, (512, 512): s = min(512/1024, 512/800) = 0.5 → 512, 400.
+  CHECK(size(1024, 800, 512, 512) == P{512, 400});
+  // 1024x513: s = 0.5, w = int(256.5 + 0.5) = 257 (half up; Python's round would give 256).
+  CHECK(size(1024, 513, 512, 512) == P{512, 257});
+  // Upscaling 100x60: s = min(512/100, 512/60) = 5.12 → 512, int(307.2 + 0.5) = 307.
+  CHECK(size(100, 60, 512, 512) == P{512, 307});
+  // mmseg's (1333, 800) on 300x1000: s = min(1333/1000, 800/300) = 1.333 → int(399.9 + 0.5) =
+  // 400, int(1333 + 0.5) = 1333; the bounds' order does not matter.
+  CHECK(size(300, 1000, 1333, 800) == P{400, 1333});
+  CHECK(size(300, 1000, 800, 1333) == P{400, 1333});
+  // 333x517, (512, 512): s = 512/517, h = int(333 · 512/517 + 0.5) = int(329.78 + 0.5) = 330.
+  CHECK(size(333, 517, 512, 512) == P{330, 512});
+  // 2000x3000: s = 512/3000, h = int(341.33 + 0.5) = 341.
+  CHECK(size(2000, 3000, 512, 512) == P{341, 512});
+  // The short bound binds: 600x700, (1000, 400): s = min(1000/700, 400/600) = 2/3 → 400,
+  // int(466.67 + 0.5) = 467.
+  CHECK(size(600, 700, 1000, 400) == P{400, 467});
+  // 7x2000: s = 0.256, h = int(1.792 + 0.5) = 2; 1x2000 would become 0 rows.
+  CHECK(size(7, 2000, 512, 512) == P{2, 512});
+  CHECK_THROWS_AS(evax::keep_ratio_size(1, 2000, 512, 512), evax::DataError);
+  CHECK_THROWS_AS(evax::keep_ratio_size(0, 20, 512, 512), evax::DataError);
+  // The image resize follows the rule; masks stay nearest-neighbour class ids.
+  const auto img = test_image(100, 60);
+  CHECK(evax::resize_keep_ratio(img, 50, 50).sizes() == torch::IntArrayRef({1, 50, 30}));
+  const evax::SegPair p{img, (img > 0.5).to(torch::kUInt8)};
+  const auto kr = evax::joint_resize_keep_ratio(p, 512, 512);
+  CHECK(kr.mask.sizes() == torch::IntArrayRef({1, 512, 307}));
+  CHECK(kr.mask.scalar_type() == torch::kUInt8);
+  CHECK(torch::all((kr.mask == 0) | (kr.mask == 1)).item<bool>());
+}
+
 TEST_CASE("transforms: photometric distortion", "[transforms]") {
   const auto img = evax::quantize8(test_image(40, 50));
   evax::PhotometricOptions off;

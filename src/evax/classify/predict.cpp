@@ -18,17 +18,8 @@ namespace evax {
 LoadedClassifier classifier_load(const std::string& checkpoint, const std::string& device) {
   LoadedClassifier c;
   c.weights = run_weights_path(checkpoint);
-  const std::string meta_path = (fs::path(c.weights).parent_path() / "meta.json").string();
-  if (!fs::exists(meta_path))
-    raise<DataError>("'", c.weights, "' has no meta.json beside it: evax predict needs a checkpoint "
-                     "written by evax finetune (it records the classes and the input convention)");
-  nlohmann::json meta;
-  try {
-    meta = nlohmann::json::parse(read_file(meta_path));
-  } catch (const nlohmann::json::exception& e) {
-    raise<DataError>("'", meta_path, "' is not valid JSON (", e.what(), ")");
-  }
-  c.spec = ClassifierSpec::from_json(meta.value("task", nlohmann::json()), meta_path);
+  c.spec = ClassifierSpec::from_json(checkpoint_task_meta(c.weights, "evax predict"),
+                                     c.weights);
   c.model = classifier_build(ClassifierOptions()
                                  .model(c.spec.model)
                                  .depth(c.spec.depth)

@@ -231,6 +231,39 @@ SegPair joint_resize(const SegPair& in, int64_t h, int64_t w, Interp image_inter
 
 SegPair joint_hflip(const SegPair& in) { return {hflip(in.image), hflip(in.mask)}; }
 
+ImageSize keep_ratio_size(int64_t height, int64_t width, int64_t max_long, int64_t max_short) {
+  EVAX_CHECK(DataError, height > 0 && width > 0 && max_long > 0 && max_short > 0,
+             "keep-ratio resize of a ", height, "x", width, " image to bounds ", max_long, ", ",
+             max_short);
+  // mmcv: max_long_edge = max(scale), max_short_edge = min(scale); the same double arithmetic
+  // (exact integer operands, one division each, a product and + 0.5, then int() truncation).
+  const double lo = static_cast<double>(std::min(max_long, max_short));
+  const double hi = static_cast<double>(std::max(max_long, max_short));
+  const double s = std::min(hi / static_cast<double>(std::max(height, width)),
+                            lo / static_cast<double>(std::min(height, width)));
+  const ImageSize out{static_cast<int64_t>(static_cast<double>(height) * s + 0.5),
+                      static_cast<int64_t>(static_cast<double>(width) * s + 0.5)};
+  EVAX_CHECK(DataError, out.height > 0 && out.width > 0, "keep-ratio resize of a ", height, "x",
+             width, " image to bounds ", max_long, ", ", max_short, " gives an empty ",
+             out.height, "x", out.width, " image");
+  return out;
+}
+
+torch::Tensor resize_keep_ratio(const torch::Tensor& chw, int64_t max_long, int64_t max_short,
+                                Interp interp) {
+  check_image(chw, "resize_keep_ratio");
+  const ImageSize s = keep_ratio_size(chw.size(1), chw.size(2), max_long, max_short);
+  return resize(chw, s.height, s.width, interp);
+}
+
+SegPair joint_resize_keep_ratio(const SegPair& in, int64_t max_long, int64_t max_short,
+                                Interp image_interp) {
+  EVAX_ASSERT(in.image.size(1) == in.mask.size(1) && in.image.size(2) == in.mask.size(2),
+              "image and mask sizes differ");
+  const ImageSize s = keep_ratio_size(in.image.size(1), in.image.size(2), max_long, max_short);
+  return joint_resize(in, s.height, s.width, image_interp);
+}
+
 SegPair joint_resized_crop(const SegPair& in, const CropBox& box, int64_t h, int64_t w,
                            Interp image_interp) {
   EVAX_ASSERT(in.image.size(1) == in.mask.size(1) && in.image.size(2) == in.mask.size(2),

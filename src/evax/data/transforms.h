@@ -164,6 +164,26 @@ SegPair joint_resize(const SegPair& in, int64_t h, int64_t w,
                      Interp image_interp = Interp::kBilinear);
 /// Mirrors both left-right.
 SegPair joint_hflip(const SegPair& in);
+
+/// An image size in pixels.
+struct ImageSize {
+  int64_t height = 0;  ///< rows
+  int64_t width = 0;   ///< columns
+};
+
+/// mmcv.rescale_size with a (max_long, max_short) scale, as mmseg Resize(keep_ratio=True) uses it:
+/// the larger bound limits the long edge and the smaller the short edge, s = min(max_long /
+/// long_edge, max_short / short_edge) in double, and the new size is int(w·s + 0.5) ×
+/// int(h·s + 0.5) (round half up, unlike Python's round). Up- or downscales. DataError when a
+/// bound or the image is empty or an edge would become 0.
+ImageSize keep_ratio_size(int64_t height, int64_t width, int64_t max_long, int64_t max_short);
+/// Resizes an image to keep_ratio_size (mmcv.imrescale; mmseg's bilinear by default).
+torch::Tensor resize_keep_ratio(const torch::Tensor& chw, int64_t max_long, int64_t max_short,
+                                Interp interp = Interp::kBilinear);
+/// mmseg Resize(keep_ratio=True) of an image and its mask: both to keep_ratio_size, the image
+/// with `image_interp`, the mask with nearest neighbour.
+SegPair joint_resize_keep_ratio(const SegPair& in, int64_t max_long, int64_t max_short,
+                                Interp image_interp = Interp::kBilinear);
 /// Crops `box` from both and resizes (image `image_interp`, mask nearest).
 SegPair joint_resized_crop(const SegPair& in, const CropBox& box, int64_t h, int64_t w,
                            Interp image_interp = Interp::kBicubic);

@@ -1,5 +1,7 @@
 #include "evax/eval/report_files.h"
 
+#include "evax/io/image.h"
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -265,18 +267,6 @@ std::string sanitise(const std::string& s) {
   return out.empty() ? "class" : out;
 }
 
-void write_png(const std::string& path, const cv::Mat& img) {
-  std::vector<uchar> buf;
-  bool ok = false;
-  try {
-    ok = cv::imencode(".png", img, buf);
-  } catch (const cv::Exception& e) {
-    raise<DataError>("cannot encode PNG ", path, ": ", e.what());
-  }
-  if (!ok) raise<DataError>("cannot encode PNG ", path);
-  write_file_atomic(path, std::string(buf.begin(), buf.end()));
-}
-
 void write_roc_pngs(const std::string& dir, const ScoredLabels& d, const AucResult& auc,
                     const std::string& split) {
   make_dir(dir);
@@ -294,7 +284,7 @@ void write_roc_pngs(const std::string& dir, const ScoredLabels& d, const AucResu
     draw_curve(img, curve, curve_colour(0));
     std::string index = std::to_string(c);
     index.insert(0, digits - std::min(digits, index.size()), '0');
-    write_png(dir + "/" + index + "_" + sanitise(d.classes[c]) + ".png", img);
+    image_write_png(dir + "/" + index + "_" + sanitise(d.classes[c]) + ".png", img);
     draw_curve(all, curve, curve_colour(legend.size()));
     legend.emplace_back(d.classes[c] + " " + auc_text(*auc.auc[c]), curve_colour(legend.size()));
   }
@@ -318,7 +308,7 @@ void write_roc_pngs(const std::string& dir, const ScoredLabels& d, const AucResu
                   1, cv::LINE_AA);
     }
   }
-  write_png(dir + "/all.png", all);
+  image_write_png(dir + "/all.png", all);
 }
 
 // ---- The printed table.

@@ -92,4 +92,16 @@ cv::Mat mask_read(const std::string& path) {
   return m;
 }
 
+void image_write_png(const std::string& path, const cv::Mat& img) {
+  std::vector<uchar> buf;
+  bool ok = false;
+  try {
+    ok = cv::imencode(".png", img, buf);
+  } catch (const cv::Exception& e) {
+    raise<DataError>("cannot encode PNG ", path, ": ", e.what());
+  }
+  if (!ok) raise<DataError>("cannot encode PNG ", path);
+  write_file_atomic(path, std::string(buf.begin(), buf.end()));
+}
+
 }  // namespace evax

@@ -31,4 +31,8 @@ cv::Mat image_read_unit(const std::string& path, const ImageReadOptions& options
 /// not 8-bit single-channel.
 cv::Mat mask_read(const std::string& path);
 
+/// Writes `img` (CV_8U grey or BGR, or CV_16U) as a PNG at `path`, atomically. DataError naming the
+/// path when it cannot be encoded or written.
+void image_write_png(const std::string& path, const cv::Mat& img);
+
 }  // namespace evax

@@ -269,6 +269,28 @@ torch::Tensor VisionTransformerImpl::forward_features(const torch::Tensor& x) {
   return t;
 }
 
+std::vector<torch::Tensor> VisionTransformerImpl::forward_blocks(
+    const torch::Tensor& x, const std::vector<int64_t>& indices) {
+  const int64_t depth = static_cast<int64_t>(blocks->size());
+  if (indices.empty()) raise<ConfigError>("forward_blocks: no block indices given");
+  for (size_t i = 0; i < indices.size(); ++i) {
+    if (indices[i] < 0 || indices[i] >= depth || (i > 0 && indices[i] <= indices[i - 1]))
+      raise<ConfigError>("block indices must be strictly increasing and in [0, ", depth - 1,
+                         "] for a ", depth, "-block model, got ",
+                         str_cat(c10::IntArrayRef(indices)));
+  }
+  torch::Tensor rope;
+  auto t = embed(x, {}, &rope);
+  std::vector<torch::Tensor> out;
+  out.reserve(indices.size());
+  size_t next = 0;
+  for (int64_t i = 0; i <= indices.back(); ++i) {
+    t = blocks[i]->as<BlockImpl>()->forward(t, rope);
+    if (i == indices[next]) out.push_back(t), ++next;
+  }
+  return out;
+}
+
 torch::Tensor VisionTransformerImpl::forward_head(const torch::Tensor& tokens, bool pre_logits) {
   torch::Tensor x = options_.pool() == PoolKind::kAvg ? tokens.slice(1, 1).mean(1)
                                                       : tokens.select(1, 0);

@@ -16,6 +16,7 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <vector>
 
 namespace evax {
 
@@ -137,6 +138,12 @@ class VisionTransformerImpl : public torch::nn::Module {
   torch::Tensor forward_head(const torch::Tensor& tokens, bool pre_logits = false);
   /// Logits (or pooled features when num_classes == 0).
   torch::Tensor forward(const torch::Tensor& x);
+  /// Intermediate features for dense heads (EVA-X segmentation's `out_indices`): the raw residual
+  /// stream (B, 1 + N, D) right after each block in `indices` (strictly increasing, each below
+  /// depth), before any final norm. Blocks after the last index are not run. Embedding as in
+  /// forward_features (any multiple of patch_size). ConfigError for bad indices.
+  std::vector<torch::Tensor> forward_blocks(const torch::Tensor& x,
+                                            const std::vector<int64_t>& indices);
   /// MIM student: tokens where `mask` (B, N) is true are replaced by `mask_token`; returns
   /// lm_head(norm(patch tokens)) of shape (B, N, mim_dim).
   torch::Tensor forward_mim(const torch::Tensor& x, const torch::Tensor& mask);

@@ -173,6 +173,20 @@ RunCheckpoint run_checkpoint_load(const std::string& dir) {
   return s;
 }
 
+nlohmann::json checkpoint_task_meta(const std::string& weights, const std::string& command) {
+  const std::string meta_path = (fs::path(weights).parent_path() / "meta.json").string();
+  if (!fs::exists(meta_path))
+    raise<DataError>("'", weights, "' has no meta.json beside it: ", command, " needs a checkpoint "
+                     "written by evax (its meta.json records the classes and the input convention)");
+  nlohmann::json meta;
+  try {
+    meta = nlohmann::json::parse(read_file(meta_path));
+  } catch (const nlohmann::json::exception& e) {
+    raise<DataError>("'", meta_path, "' is not valid JSON (", e.what(), ")");
+  }
+  return meta.value("task", nlohmann::json::object());
+}
+
 std::string run_weights_path(const std::string& path) {
   std::error_code ec;
   if (!fs::exists(path, ec)) raise<DataError>("checkpoint '", path, "' does not exist");

@@ -51,6 +51,11 @@ RunCheckpoint run_checkpoint_load(const std::string& dir);
 /// checkpoints/best, else its newest valid checkpoint. DataError otherwise.
 std::string run_weights_path(const std::string& path);
 
+/// The "task" object of the meta.json beside a weight file (what Task::checkpoint_meta() wrote).
+/// DataError naming `command` when there is no meta.json or it is not valid JSON; an empty object
+/// when it has no "task".
+nlohmann::json checkpoint_task_meta(const std::string& weights, const std::string& command);
+
 /// FNV-1a 64-bit hash of a file's bytes, as hex.
 std::string file_fnv1a64(const std::string& path);
 
