@@ -31,6 +31,8 @@ int cmd_evaluate(const Args& args);
 int cmd_predict(const Args& args);
 int cmd_teacher(const Args& args);
 int cmd_segment(const Args& args);
+int cmd_cam(const Args& args);
+int cmd_cam_eval(const Args& args);
 
 /// Options every config-driven command shares: --config, --set (repeatable), --run-dir.
 struct RunArgs {

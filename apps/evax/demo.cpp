@@ -1,8 +1,9 @@
 // evax demo: the main job on the embedded default. Generates synthetic chest X-rays into the run
 // directory, trains a small dense teacher on them (MGCA's weights cannot be downloaded), pretrains
 // a small EVA-X student against the teacher's tokens (MIM), then finetunes it on the synthetic
-// findings and scores the test split, then segments the lung fields with UperNet on the same
-// pretrained student. The Grad-CAM stage joins when that pipeline lands.
+// findings and scores the test split, explains the finetuned model with Grad-CAM (nodule
+// localisation against chance, a gallery), then segments the lung fields with UperNet on the
+// same pretrained student.
 #include <filesystem>
 
 #include "commands.h"
@@ -10,6 +11,7 @@
 #include "evax/core/log.h"
 #include "evax/data/synth.h"
 #include "evax/data/synth_config.h"
+#include "evax/explain/cam_eval.h"
 #include "train_plans.h"
 
 namespace evax::app {
@@ -30,7 +32,10 @@ int cmd_demo(const Args& args) {
               "     (evax pretrain)\n"
               "  4. finetuning it on the synthetic findings, then the test split scored\n"
               "     (evax finetune; config: stages.finetune, into <run-dir>/finetune)\n"
-              "  5. UperNet segmentation of the lung fields from the same pretrained student,\n"
+              "  5. Grad-CAM of the finetuned model on the test images' nodule boxes: localisation\n"
+              "     mAP against chance maps, chosen on val, and a gallery (evax cam-eval; into\n"
+              "     <run-dir>/finetune/cam)\n"
+              "  6. UperNet segmentation of the lung fields from the same pretrained student,\n"
               "     then the test split scored (evax segment; config: stages.segment, into\n"
               "     <run-dir>/segment)");
   add_run_args(p, ra);
@@ -47,25 +52,28 @@ int cmd_demo(const Args& args) {
   ra.run_dir = run_dir_resolve(ra.run_dir, cfg.name());
   cfg.apply_override("data.manifest=" + ra.run_dir + "/data/pretrain.csv");
   // The finetuning stage's config: a file named by stages.finetune, relative to the configs folder.
-  const std::string ft_name = cfg.get<std::string>("stages.finetune", "classify/demo.yaml");
-  RunArgs ft_args;
-  ft_args.sets = finetune_sets;
-  Config ft_cfg = load_run_config(ft_args, ft_name);
-  ft_cfg.apply_override("data.manifest=" + ra.run_dir + "/data/classification.csv");
-  ft_cfg.apply_override("model.init=" + ra.run_dir);
-  // The segmentation stage's config (stages.segment): the lung masks, from the same student.
-  const std::string seg_name = cfg.get<std::string>("stages.segment", "segment/demo.yaml");
-  RunArgs seg_args;
-  seg_args.sets = segment_sets;
-  Config seg_cfg = load_run_config(seg_args, seg_name);
-  seg_cfg.apply_override("data.manifest=" + ra.run_dir + "/data/segmentation_lungs.csv");
-  seg_cfg.apply_override("model.init=" + ra.run_dir);
+  // A stage's config: a file named by stages.<key> (relative to the configs folder), the stage's
+  // --<key>-set overrides, then its data manifest (and init) pointed into this run.
+  auto stage_config = [&](const std::string& key, const std::string& fallback,
+                          const std::vector<std::string>& sets, const std::string& manifest,
+                          bool init_from_run, std::string* name) {
+    *name = cfg.get<std::string>("stages." + key, fallback);
+    RunArgs a;
+    a.sets = sets;
+    Config c = load_run_config(a, *name);
+    c.apply_override("data.manifest=" + ra.run_dir + "/data/" + manifest);
+    if (init_from_run) c.apply_override("model.init=" + ra.run_dir);
+    return c;
+  };
+  std::string ft_name, seg_name, t_name;
+  Config ft_cfg = stage_config("finetune", "classify/demo.yaml", finetune_sets,
+                               "classification.csv", true, &ft_name);
+  // The segmentation stage: the lung masks, from the same pretrained student.
+  Config seg_cfg = stage_config("segment", "segment/demo.yaml", segment_sets,
+                                "segmentation_lungs.csv", true, &seg_name);
   // The teacher stage (when the pretraining target is a teacher): trained into <run-dir>/teacher.
-  const std::string t_name = cfg.get<std::string>("stages.teacher", "pretrain/demo_teacher.yaml");
-  RunArgs t_args;
-  t_args.sets = teacher_sets;
-  Config t_cfg = load_run_config(t_args, t_name);
-  t_cfg.apply_override("data.manifest=" + ra.run_dir + "/data/findings.csv");
+  Config t_cfg = stage_config("teacher", "pretrain/demo_teacher.yaml", teacher_sets, "findings.csv",
+                              false, &t_name);
   const bool with_teacher = cfg.get<std::string>("target.kind", "teacher") == "teacher";
   // Before any work, and unknown keys before bad values: a typo never runs with defaults.
   TeacherPlan t_plan = t_cfg.decode_all(teacher_plan);
@@ -90,7 +98,7 @@ int cmd_demo(const Args& args) {
   so.out_dir = ra.run_dir + "/data";
   const std::string dir = start_run(ra, cfg);
   const int stages =
-      2 + (with_teacher ? 1 : 0) + (skip_finetune ? 0 : 1) + (skip_segment ? 0 : 1);
+      2 + (with_teacher ? 1 : 0) + (skip_finetune ? 0 : 2) + (skip_segment ? 0 : 1);
   int stage = 0;
 
   log_info("stage ", ++stage, "/", stages, ": synthetic chest X-rays (", so.n, " images at ",
@@ -122,6 +130,28 @@ int cmd_demo(const Args& args) {
     if (f.test_metrics.contains("mauc") && !f.test_metrics["mauc"].is_null())
       summary += ", test mAUC " + str_cat(f.test_metrics["mauc"].get<double>());
     log_info(summary, " (", ft_dir, "/eval/", ft_plan.task.test_split, ")");
+
+    log_info("stage ", ++stage, "/", stages,
+             ": Grad-CAM of the finetuned model on the test images' nodule boxes");
+    const Manifest boxes = manifest_load(ft_plan.task.manifest);
+    auto has_boxes = [&](const std::string& split) {
+      for (const auto& row : boxes.select_split(split).rows)
+        if (!row.boxes.empty()) return true;
+      return false;
+    };
+    CamEvalOptions co;
+    if (!has_boxes("test")) {
+      log_warn("no nodule boxes in the test split: skipping the localisation scores");
+    } else {
+      if (!has_boxes("val")) {
+        log_warn("no nodule boxes in the val split to choose the threshold on: searching it on "
+                 "the test split itself (EVA-X's protocol, optimistic)");
+        co.protocol("paper");
+      }
+      const CamEvalResult cam = cam_evaluate(classifier_load(f.weights, "auto"), boxes, co);
+      cam_eval_write(cam, ft_dir + "/cam");
+      log_info(cam_eval_headline(cam), " (", ft_dir, "/cam, gallery in ", ft_dir, "/cam/gallery)");
+    }
   }
   if (!skip_segment) {
     log_info("stage ", ++stage, "/", stages,

@@ -17,25 +17,8 @@ FinetuneResult finetune_execute(const FinetunePlan& p, const std::string& dir, c
                                 Comm* comm, const std::string& config_yaml) {
   apply_thread_policy(p.run.threads, env.local_world_size);
   ClassifyTask task(p.task, env.rank, env.world_size, comm, env.local_rank);
-  FinetuneResult r;
-  r.fit = trainer_fit(task, p.run.optimizer, p.run.trainer, RunContext{dir, config_yaml, comm});
-  log_info("finetuning done: ", r.fit.steps, " steps, loss ", r.fit.first_loss, " → ",
-           r.fit.last_loss, r.fit.stopped_early ? " (stopped early)" : "",
-           r.fit.best_step >= 0 ? "; best " + p.run.trainer.eval().metric() + " " +
-                                      std::to_string(r.fit.best_value) + " at step " +
-                                      std::to_string(r.fit.best_step)
-                                : "");
-  // Score the test split with the selected weights (best/, else the last).
-  r.weights = r.fit.best_checkpoint.empty() ? r.fit.last_checkpoint : r.fit.best_checkpoint;
-  task.load_model_state(safetensors_load(r.weights + "/model.safetensors"));
-  const std::string split = p.task.test_split;
-  if (task.rows_in(split) == 0) {
-    log_warn("no ", split, " rows: skipping the test evaluation");
-    return r;
-  }
-  log_info("scoring the ", split, " split with ", r.weights);
-  r.test_metrics = classify_evaluate_split(task, split, dir + "/eval/" + split, env.rank == 0);
-  return r;
+  return train_then_test(task, p, "finetuning", dir, env, comm, config_yaml,
+                         classify_evaluate_split);
 }
 
 int cmd_finetune(const Args& args) {

@@ -20,6 +20,10 @@ struct Command {
 };
 
 const Command kCommands[] = {
+    {"cam", "Grad-CAM heat maps of a finetuned classifier (images, DICOMs, pixel tensors)",
+     evax::app::cmd_cam},
+    {"cam-eval", "Grad-CAM localisation of a manifest's boxes (mIoU, AP25, AP50, mAP vs chance)",
+     evax::app::cmd_cam_eval},
     {"convert", "convert a checkpoint to safetensors (timm or EVA-02 naming)",
      evax::app::cmd_convert},
     {"decode", "decode a DICOM/PNG/JPEG to the float image evax sees", evax::app::cmd_decode},

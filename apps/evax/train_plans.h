@@ -12,6 +12,8 @@
 #include "evax/core/config.h"
 #include "evax/distributed/comm.h"
 #include "evax/distributed/env.h"
+#include "evax/core/log.h"
+#include "evax/io/safetensors.h"
 #include "evax/pretrain/dense_teacher.h"
 #include "evax/pretrain/task.h"
 #include "evax/segment/task.h"
@@ -48,27 +50,48 @@ FitResult pretrain_execute(const PretrainPlan& p, const std::string& dir, const 
 FitResult teacher_execute(const TeacherPlan& p, const std::string& dir, const DistEnv& env,
                           Comm* comm, const std::string& config_yaml);
 
-/// What a finetuning run reached.
-struct FinetuneResult {
+/// What a training run that ends by scoring its test split reached (finetune, segment).
+struct TestedRunResult {
   FitResult fit;
   std::string weights;                  ///< best/ when kept, else the last checkpoint
   nlohmann::ordered_json test_metrics;  ///< metrics.json of the test split (rank 0)
 };
+using FinetuneResult = TestedRunResult;
+using SegmentResult = TestedRunResult;
+
 /// Builds the task, trains in `dir`, then scores the test split with the selected weights into
 /// `<dir>/eval/<test_split>/`.
 FinetuneResult finetune_execute(const FinetunePlan& p, const std::string& dir, const DistEnv& env,
                                 Comm* comm, const std::string& config_yaml);
-
-/// What a segmentation run reached.
-struct SegmentResult {
-  FitResult fit;
-  std::string weights;                  ///< best/ when kept, else the last checkpoint
-  nlohmann::ordered_json test_metrics;  ///< metrics.json of the test split (rank 0)
-};
-/// Builds the task, trains in `dir`, then scores the test split with the selected weights into
-/// `<dir>/eval/<test_split>/`.
 SegmentResult segment_execute(const SegmentPlan& p, const std::string& dir, const DistEnv& env,
                               Comm* comm, const std::string& config_yaml);
+
+/// The shared shape of finetune_execute / segment_execute: the trainer on `task`, a summary line
+/// naming `what`, the selected weights loaded back, then `score(task, split, out_dir, write)` on
+/// the plan's test split (skipped with a warning when it has no rows).
+template <class TaskT, class Plan, class Score>
+TestedRunResult train_then_test(TaskT& task, const Plan& p, const std::string& what,
+                                const std::string& dir, const DistEnv& env, Comm* comm,
+                                const std::string& config_yaml, Score score) {
+  TestedRunResult r;
+  r.fit = trainer_fit(task, p.run.optimizer, p.run.trainer, RunContext{dir, config_yaml, comm});
+  log_info(what, " done: ", r.fit.steps, " steps, loss ", r.fit.first_loss, " → ",
+           r.fit.last_loss, r.fit.stopped_early ? " (stopped early)" : "",
+           r.fit.best_step >= 0 ? "; best " + p.run.trainer.eval().metric() + " " +
+                                      std::to_string(r.fit.best_value) + " at step " +
+                                      std::to_string(r.fit.best_step)
+                                : "");
+  r.weights = r.fit.best_checkpoint.empty() ? r.fit.last_checkpoint : r.fit.best_checkpoint;
+  task.load_model_state(safetensors_load(r.weights + "/model.safetensors"));
+  const std::string split = p.task.test_split;
+  if (task.rows_in(split) == 0) {
+    log_warn("no ", split, " rows: skipping the test evaluation");
+    return r;
+  }
+  log_info("scoring the ", split, " split with ", r.weights);
+  r.test_metrics = score(task, split, dir + "/eval/" + split, env.rank == 0);
+  return r;
+}
 
 /// The command line every training command shares: --config (required), --set, --run-dir,
 /// --log-level, --max-steps and --resume; then decode_all(plan) before any work, the distributed

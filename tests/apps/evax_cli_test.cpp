@@ -153,14 +153,15 @@ TEST_CASE("demo writes a run directory that can be repeated from its config.yaml
   for (const char* f : {"config.yaml", "log.txt", "data/classification.csv", "data/pretrain.csv",
                         "metrics.csv", "teacher/config.yaml", "finetune/config.yaml",
                         "finetune/eval/test/metrics.json", "segment/config.yaml",
-                        "segment/eval/test/metrics.json", "segment/eval/test/per_image.csv"})
+                        "segment/eval/test/metrics.json", "segment/eval/test/per_image.csv",
+                        "finetune/cam/metrics.json"})
     CHECK(fs::exists(tmp / ("run1/" + std::string(f))));
   CHECK_THAT(evax::read_file(tmp / "run1/log.txt"),
              Contains("wrote 24 images") && Contains("teacher training done") &&
                  Contains("teacher vit_tiny_patch16_224 (1 blocks)") &&
                  Contains("pretraining done") && Contains("finetuning reached") &&
                  Contains("test mAUC") && Contains("segmentation reached") &&
-                 Contains("test foreground Dice"));
+                 Contains("test foreground Dice") && Contains("vs chance"));
   CHECK_THAT(evax::read_file(tmp / "run1/config.yaml"), Contains("n: 24"));
   CHECK(fs::exists(tmp / "run1/metrics.csv"));
 

@@ -170,8 +170,17 @@ torch::Tensor drop_path_(const torch::Tensor& x, double p, bool training) {
 }  // namespace
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& rope) {
+  if (tap) return forward_tapped(x, rope);
   auto y = x + drop_path_(attn->forward(norm1->forward(x), rope), drop_path, is_training());
   return y + drop_path_(mlp->forward(norm2->forward(y)), drop_path, is_training());
+}
+
+// The same computation with each tap point's tensor passed through `tap`.
+torch::Tensor BlockImpl::forward_tapped(const torch::Tensor& x, const torch::Tensor& rope) {
+  auto n1 = tap(BlockTapPoint::kNorm1, norm1->forward(x));
+  auto y = x + drop_path_(attn->forward(n1, rope), drop_path, is_training());
+  auto n2 = tap(BlockTapPoint::kNorm2, norm2->forward(y));
+  return tap(BlockTapPoint::kOutput, y + drop_path_(mlp->forward(n2), drop_path, is_training()));
 }
 
 // --- VisionTransformer ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -115,6 +116,19 @@ class MlpImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Mlp);
 
+/// The intermediate tensors a block offers to a tap (explain/gradcam.h's target layers), each
+/// (B, 1 + N, D) and named like the timm module whose output it is.
+enum class BlockTapPoint {
+  kNorm1,   ///< `blocks.i.norm1`: the LayerNorm output feeding the attention
+  kNorm2,   ///< `blocks.i.norm2`: the LayerNorm output feeding the MLP
+  kOutput,  ///< `blocks.i`: the block's output (the residual stream)
+};
+
+/// A tap on a block: called with each point's tensor during forward, it returns the tensor the
+/// block continues with (the same one to observe only; e.g. a detached copy that requires grad,
+/// to take gradients with respect to it).
+using BlockTap = std::function<torch::Tensor(BlockTapPoint, const torch::Tensor&)>;
+
 class BlockImpl : public torch::nn::Module {
  public:
   BlockImpl(const ViTOptions& o, double drop_path);
@@ -124,6 +138,12 @@ class BlockImpl : public torch::nn::Module {
   Attention attn{nullptr};
   Mlp mlp{nullptr};
   double drop_path;
+  /// Optional tap (unset by default: forward's results and cost are unchanged). Whoever sets it
+  /// resets it (explain/gradcam.cpp does, also when an exception leaves the forward).
+  BlockTap tap;
+
+ private:
+  torch::Tensor forward_tapped(const torch::Tensor& x, const torch::Tensor& rope);
 };
 TORCH_MODULE(Block);
 
