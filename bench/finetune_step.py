@@ -134,12 +134,13 @@ class TimmBench:
 
 
 class EvaxServer:
-    """evax_bench_finetune --serve: the evax side, one command at a time."""
+    """An evax benchmark binary's --serve mode (`argv`: the command, --serve included): the evax
+    side, one command at a time (bench/segment_step.py uses it too)."""
 
-    def __init__(self, args):
-        self.p = subprocess.Popen([args.evax, "--serve"] + evax_args(args), stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)
-        assert self._read()["ready"]
+    def __init__(self, argv):
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.ready = self._read()  # {"ready": true, ...}: what the binary says when built
+        assert self.ready["ready"]
 
     def _read(self):
         line = self.p.stdout.readline()
@@ -208,7 +209,7 @@ def run_sequential(args):
 def run_interleaved(args):
     """Both sides live at once; warmups first, then timed steps alternating timm/evax (ABBA
     order), so that background load on a shared machine falls on both alike."""
-    tb, ev = TimmBench(args), EvaxServer(args)
+    tb, ev = TimmBench(args), EvaxServer([args.evax, "--serve"] + evax_args(args))
     try:
         with OtherCpu(pid=ev.p.pid) as other:
             for _ in range(args.warmup):
@@ -230,9 +231,10 @@ def run_interleaved(args):
             summary(e_train, e_rss, e_eval, args.eval_batch), other.cores, None)
 
 
-def self_ms_per_op(trace, steps):
+def self_ms_per_op(trace, steps, by_shape=False):
     """{op name: self milliseconds per step} from a torch.profiler chrome trace: an op's duration
-    less that of the ops nested in it on the same thread."""
+    less that of the ops nested in it on the same thread. `by_shape`: keyed by the name and the
+    input shapes (a trace recorded with them) instead."""
     with open(trace) as f:
         ev = json.load(f)
     ev = ev["traceEvents"] if isinstance(ev, dict) else ev
@@ -254,7 +256,11 @@ def self_ms_per_op(trace, steps):
                 pop(stack)
             if stack:
                 stack[-1][2] += dur
-            stack.append([ts + dur, e["name"], 0.0, dur])
+            name = e["name"]
+            if by_shape:
+                name += " " + json.dumps(e.get("args", {}).get("Input Dims", []),
+                                         separators=(",", ""))
+            stack.append([ts + dur, name, 0.0, dur])
         while stack:
             pop(stack)
     return {k: v / 1000.0 / steps for k, v in out.items()}
