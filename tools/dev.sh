@@ -29,7 +29,8 @@ ensure_apt() {
     "${missing[@]}" >/dev/null
 }
 
-# The venv lives outside the clone, keyed by the pinned requirements, so fresh clones reuse it.
+# The venv lives outside the clone, keyed by the pinned requirements, so fresh clones reuse it;
+# later reference packages (requirements-extra.txt) go into the same venv without moving it.
 ensure_venv() {
   local req="$ROOT/tools/requirements.txt"
   local torch_ver key
@@ -44,6 +45,13 @@ ensure_venv() {
     "$VENV/bin/pip" install -q --upgrade pip >/dev/null
     "$VENV/bin/pip" install -q -r "$req"
     touch "$VENV/.complete"
+  fi
+  local extra="$ROOT/tools/requirements-extra.txt" stamp
+  stamp="$VENV/.extra-$(sha256sum "$extra" | cut -c1-12)"
+  if [[ ! -f "$stamp" ]]; then
+    say "installing the extra test references into $VENV (tools/requirements-extra.txt)"
+    "$VENV/bin/pip" install -q -r "$extra"
+    touch "$stamp"
   fi
   PY="$VENV/bin/python"
 }

@@ -1,7 +1,6 @@
-// Grad-CAM and Grad-CAM++ against the `grad-cam` package's algorithm (tools/gradcam_reference.py:
-// timm Eva as EVA-X-Ti with 3 blocks, 5 classes and random weights; the package's hooks, weights,
-// ReLU, scale_cam_image with a cv2 INTER_LINEAR resize, and aggregation written out in
-// torch/numpy). Both sides get the same weights and inputs; compared: the maps (max abs 1e-4),
+// Grad-CAM and Grad-CAM++ against the `grad-cam` package (pytorch-grad-cam 1.5.7) itself
+// (tools/gradcam_reference.py: timm Eva as EVA-X-Ti with 3 blocks, 5 classes and random weights,
+// EVA-X's reshape transform). Both sides get the same weights and inputs; compared: the maps (max abs 1e-4),
 // the logits and the classes, at 224 x 224 and 160 x 224, for several classes per batch, the top
 // class by default, both methods, the norm2 and block-output layers and two layers aggregated.
 // Also: the block tap leaves the model as it was, and a wrong layer name is a ConfigError naming
