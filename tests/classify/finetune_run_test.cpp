@@ -266,3 +266,55 @@ TEST_CASE("finetune: evax embed writes logits for a finetuned checkpoint, equal 
     CHECK(std::stod(p[1][static_cast<size_t>(c) + 1]) ==
           Approx(torch::sigmoid((*logits)[0][c]).item<double>()).margin(1e-6));
 }
+
+TEST_CASE("finetune: multi-class AUC scores are softmax probabilities or EVA-X's per-logit sigmoid") {
+  test::TempDir tmp("ft_mc_scores");
+  // Three classes as folders (the ImageFolder convention), four images each per split.
+  int k = 0;
+  for (const char* split : {"train", "val", "test"})
+    for (const char* cls : {"x", "y", "z"})
+      for (int i = 0; i < 4; ++i, ++k) {
+        fs::create_directories(tmp / (std::string("mc/") + split + "/" + cls));
+        char name[32];
+        std::snprintf(name, sizeof name, "/png/synth_%06d.png", k % 72);
+        fs::copy_file(dataset() + name, tmp / (std::string("mc/") + split + "/" + cls + "/" +
+                                                std::to_string(i) + ".png"));
+      }
+  const std::string cfg = write_config(
+      tmp, "data:\n  folders: {train: " + (tmp / "mc/train") + ", val: " + (tmp / "mc/val") +
+               ", test: " + (tmp / "mc/test") + "}\n  task: multiclass\n  img_size: 64\n"
+               "  crop_pct: 1.0\n  loader: {batch_size: 4, workers: 1}\n");
+  REQUIRE(shell(evax_bin() + " finetune --config '" + cfg + "' --run-dir '" + (tmp / "run") +
+                "' --max-steps 2 2>/dev/null") == 0);
+  const std::string ck = latest(tmp / "run");
+  for (const char* s : {"softmax", "sigmoid"})
+    REQUIRE(shell(evax_bin() + " evaluate --config '" + cfg + "' --checkpoint '" + ck +
+                  "' --split test --set eval.auc_scores=" + s + " --out '" + (tmp / s) +
+                  "' --run-dir '" + (tmp / (std::string("r") + s)) + "' 2>/dev/null") == 0);
+  auto soft = read_csv(tmp / "softmax/predictions.csv"), sig = read_csv(tmp / "sigmoid/predictions.csv");
+  REQUIRE(soft.size() == 13);
+  REQUIRE(sig.size() == 13);
+  for (size_t r = 1; r < soft.size(); ++r) {
+    REQUIRE(soft[r][0] == sig[r][0]);
+    double sum = 0;
+    for (size_t c = 1; c <= 3; ++c) sum += std::stod(soft[r][c]);
+    CHECK(sum == Approx(1.0).margin(1e-5));
+    // Same logits: logit(sigmoid_i) - logit(sigmoid_j) = l_i - l_j = log(softmax_i / softmax_j).
+    auto logit = [](double p) { return std::log(p / (1 - p)); };
+    for (size_t c = 2; c <= 3; ++c)
+      CHECK(logit(std::stod(sig[r][c])) - logit(std::stod(sig[r][1])) ==
+            Approx(std::log(std::stod(soft[r][c]) / std::stod(soft[r][1]))).margin(1e-4));
+  }
+  auto ms = test::read_json(tmp / "softmax/metrics.json"), mg = test::read_json(tmp / "sigmoid/metrics.json");
+  CHECK(ms["accuracy"] == mg["accuracy"]);  // argmax is the same either way
+  // Each metrics.json's AUCs are those of its own predictions (evax metrics equals sklearn).
+  for (const char* s : {"softmax", "sigmoid"}) {
+    REQUIRE(shell(evax_bin() + " metrics --task multiclass --pred '" + (tmp / s) + "/predictions.csv' --target '" +
+                  (tmp / s) + "/targets.csv' --out '" + (tmp / s) + "/m.json' 2>/dev/null") == 0);
+    CHECK(test::read_json(tmp / s + "/m.json")["auc"] == test::read_json(tmp / s + "/metrics.json")["auc"]);
+  }
+  // Anything else is a config error naming the key.
+  CHECK(shell(evax_bin() + " evaluate --config '" + cfg + "' --checkpoint '" + ck +
+              "' --set eval.auc_scores=probit --out '" + (tmp / "bad") + "' 2>'" + (tmp / "err") + "'") == 2);
+  CHECK_THAT(read_file(tmp / "err"), Contains("eval.auc_scores"));
+}

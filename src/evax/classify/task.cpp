@@ -114,6 +114,9 @@ ClassifyOptions classify_options_from_config(Config& cfg) {
   e.check("test_split", is_split(o.test_split), "must be train, val or test");
   o.eval_batch_size = e.get<int64_t>("batch_size", o.eval_batch_size);
   e.check("batch_size", o.eval_batch_size >= 1, "must be >= 1");
+  o.auc_scores = e.get<std::string>("auc_scores", o.auc_scores);
+  e.check("auc_scores", o.auc_scores == "softmax" || o.auc_scores == "sigmoid",
+          "must be softmax or sigmoid");
 
   read_run_keys(cfg, o);
   return o;
@@ -406,7 +409,7 @@ ScoredLabels ClassifyTask::predict_split(const std::string& split) {
   const Manifest& rows = it->second;
   if (rows.size() == 0) raise<DataError>("the data has no rows in split '", split, "'");
   torch::Tensor logits = infer(rows, false).first;
-  torch::Tensor scores = opts_.multiclass ? torch::softmax(logits, 1) : torch::sigmoid(logits);
+  torch::Tensor scores = scores_of(logits);
   ScoredLabels d;
   d.classes = classes_;
   const int64_t k = static_cast<int64_t>(classes_.size());
@@ -420,6 +423,11 @@ ScoredLabels ClassifyTask::predict_split(const std::string& split) {
                                                  : kMissingLabel);
   }
   return d;
+}
+
+torch::Tensor ClassifyTask::scores_of(const torch::Tensor& logits) const {
+  return opts_.multiclass && opts_.auc_scores == "softmax" ? torch::softmax(logits, 1)
+                                                          : torch::sigmoid(logits);
 }
 
 std::map<std::string, double> ClassifyTask::evaluate(int64_t epoch) {
@@ -447,7 +455,7 @@ std::map<std::string, double> ClassifyTask::evaluate(int64_t epoch) {
                                     : multilabel_bce_loss(logits, y, m))
                       .item<double>();
   }
-  torch::Tensor scores = opts_.multiclass ? torch::softmax(logits, 1) : torch::sigmoid(logits);
+  torch::Tensor scores = scores_of(logits);
   ScoredLabels d;
   d.classes = classes_;
   auto sa = scores.to(torch::kFloat64).contiguous();

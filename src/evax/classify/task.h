@@ -66,6 +66,9 @@ struct ClassifyOptions {
   double std = kEvaxStd;    ///< normalisation std
   LoaderOptions loader;     ///< training batch (per rank), workers, seed, data_pct, epoch_length
   int64_t eval_batch_size = 64;  ///< evaluation batch per rank
+  /// Multi-class scores the evaluation ranks (AUC, predictions.csv): "softmax" probabilities, or
+  /// "sigmoid" of each logit as EVA-X's evaluation does for COVIDx too (accuracy is the same).
+  std::string auc_scores = "softmax";
   std::string device = "auto";
   bool bf16 = true;       ///< bf16 autocast on CUDA
   bool bf16_cpu = false;  ///< bf16 autocast on CPU too
@@ -77,7 +80,8 @@ AdamWOptions classify_optimizer_defaults();
 /// EVA-X's model selection: the evaluation's mAUC, higher is better.
 EvalHookOptions classify_eval_defaults();
 
-/// Reads model:, finetune:, data:, loss:, eval.split / eval.test_split / eval.batch_size, seed and
+/// Reads model:, finetune:, data:, loss:, eval.split / eval.test_split / eval.batch_size /
+/// eval.auc_scores, seed and
 /// device from a finetuning config (the trainer reads the rest of eval:).
 ClassifyOptions classify_options_from_config(Config& cfg);
 
@@ -123,7 +127,7 @@ class ClassifyTask : public Task {
   /// On eval_split: "mauc", "auc/<class>", "loss", multi-class also "accuracy".
   std::map<std::string, double> evaluate(int64_t epoch) override;
 
-  /// Scores (sigmoid for multi-label, softmax for multi-class) and labels of every row of
+  /// Scores (sigmoid for multi-label; multi-class: eval.auc_scores) and labels of every row of
   /// `split`, each image once, in manifest order (collective over ranks).
   ScoredLabels predict_split(const std::string& split);
   /// Rows of a split (0 for an unknown or empty one).
@@ -143,6 +147,9 @@ class ClassifyTask : public Task {
   torch::Tensor run_model(const torch::Tensor& x);
   /// Logits (or, in linear mode with `features`, pooled features) of rows, gathered across ranks.
   std::pair<torch::Tensor, std::vector<int64_t>> infer(const Manifest& rows, bool features);
+  /// The evaluation's scores of `logits`: sigmoid, or softmax for multi-class unless
+  /// auc_scores is "sigmoid".
+  torch::Tensor scores_of(const torch::Tensor& logits) const;
   bool autocast_on() const { return opts_.bf16 && (device_.is_cuda() || opts_.bf16_cpu); }
   bool linear() const { return opts_.mode == "linear"; }
 
