@@ -1,6 +1,7 @@
 // evax launch: runs N copies of a command on this machine as the ranks of one data-parallel job
 // (a single-node torchrun). Each child gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE,
-// MASTER_ADDR and MASTER_PORT; if one fails, the others are stopped.
+// MASTER_ADDR and MASTER_PORT; if one fails, the others are stopped. SIGTERM and SIGUSR1 are
+// forwarded as preemption requests: the ranks checkpoint and exit with code 6, which launch returns.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -18,10 +19,12 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "commands.h"
 #include "evax/core/log.h"
+#include "evax/train/preempt.h"
 
 extern char** environ;
 
@@ -31,12 +34,16 @@ namespace {
 /// Seconds between SIGTERM and SIGKILL when stopping the ranks.
 constexpr double kGraceSeconds = 5.0;
 
-volatile sig_atomic_t g_signal = 0;
-volatile sig_atomic_t g_signal_count = 0;
+// SIGINT (stop now) and the preemption signals SIGTERM/SIGUSR1 (the ranks checkpoint first) are
+// counted apart: launch treats them differently.
+volatile sig_atomic_t g_int_count = 0;
+volatile sig_atomic_t g_term_count = 0;
+volatile sig_atomic_t g_usr1_count = 0;
 
 extern "C" void on_signal(int sig) {
-  g_signal = sig;
-  g_signal_count = g_signal_count + 1;
+  if (sig == SIGINT) g_int_count = g_int_count + 1;
+  if (sig == SIGTERM) g_term_count = g_term_count + 1;
+  if (sig == SIGUSR1) g_usr1_count = g_usr1_count + 1;
 }
 
 /// A port that is free now (the kernel's pick for port 0); rank 0's store binds it moments later.
@@ -144,7 +151,10 @@ int cmd_launch(const Args& args) {
               "A command that is not on PATH and has no '/' is an evax subcommand. If a rank\n"
               "fails, the others get SIGTERM, then SIGKILL after 5 s; launch exits with the\n"
               "first failing rank's code (1 for a signal), preferring a rank's own failure over\n"
-              "the peer failures (code 4) it caused. SIGINT/SIGTERM are forwarded.");
+              "the peer failures (code 4) it caused. SIGINT is forwarded (a second one kills\n"
+              "the ranks). SIGTERM and SIGUSR1 are forwarded, every time, without a deadline:\n"
+              "training ranks finish their step, checkpoint and exit with 6 (preempted), which\n"
+              "launch then returns.");
   p.option("--nproc", &nproc, "N", "number of ranks").required();
   p.option("--master-port", &master_port, "P", "rendezvous port (0: pick a free one)");
   if (!p.parse(own)) return 0;
@@ -197,11 +207,11 @@ int cmd_launch(const Args& args) {
   struct sigaction sa {};
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
-  struct sigaction old_int {}, old_term {};
+  struct sigaction old_int {}, old_term {}, old_usr1 {};
+  g_int_count = g_term_count = g_usr1_count = 0;
   ::sigaction(SIGINT, &sa, &old_int);
   ::sigaction(SIGTERM, &sa, &old_term);
-  g_signal = 0;
-  g_signal_count = 0;
+  ::sigaction(SIGUSR1, &sa, &old_usr1);
 
   std::fflush(stdout);
   std::fflush(stderr);
@@ -222,6 +232,7 @@ int cmd_launch(const Args& args) {
       ::setpgid(0, 0);
       ::signal(SIGINT, SIG_DFL);
       ::signal(SIGTERM, SIG_DFL);
+      ::signal(SIGUSR1, SIG_DFL);
       ::prctl(PR_SET_PDEATHSIG, SIGTERM);
       if (::getppid() != parent) ::_exit(1);
       ::execvpe(exe.c_str(), argv_ptrs.data(), env_ptrs[r].data());
@@ -237,7 +248,9 @@ int cmd_launch(const Args& args) {
 
   using Clock = std::chrono::steady_clock;
   int exit_code = 0, failed_rank = -1, forwarded = 0, running = static_cast<int>(children.size());
-  bool stopping = false, killed = false;
+  int term_seen = 0, usr1_seen = 0, preempt_sig = 0;
+  bool stopping = false, killed = false, preempted = false;
+  const int preempted_code = static_cast<int>(kExitPreempted);
   Clock::time_point deadline;
   auto stop = [&](int sig) {
     signal_all(children, sig, true);
@@ -254,6 +267,12 @@ int cmd_launch(const Args& args) {
       c.running = false;
       --running;
       const bool ok = got == c.pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      // A preempted rank checkpointed with its peers (they agree on the step): not a failure.
+      if (got == c.pid && WIFEXITED(status) && WEXITSTATUS(status) == preempted_code && !stopping) {
+        preempted = true;
+        log_info("launch: rank ", c.rank, " was preempted (exit code ", preempted_code, ")");
+        continue;
+      }
       // A rank that dies makes its peers fail with kDist, and a peer may be seen first: a rank
       // that exited with another code on its own (the others die by launch's signal) is the cause.
       const int peer_failure = static_cast<int>(ExitCode::kDist);
@@ -270,15 +289,31 @@ int cmd_launch(const Args& args) {
       }
       failed_rank = c.rank;
       exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+      // A rank the forwarded preemption signal killed (it was not training yet): as a shell would.
+      if (preempt_sig && WIFSIGNALED(status) && WTERMSIG(status) == preempt_sig)
+        exit_code = 128 + preempt_sig;
       log_error("launch: rank ", c.rank, " ", describe_status(status),
                 running > 0 ? "; stopping the other ranks" : "");
       stop(SIGTERM);
     }
-    if (g_signal_count > forwarded) {
-      const int sig = g_signal;
+    // Preemption requests go to every running rank each time (a rank that is checkpointing only
+    // counts them), with no SIGKILL deadline: the ranks stop at the next step boundary.
+    for (auto [sig, count, seen] : {std::tuple<int, int, int*>{SIGTERM, g_term_count, &term_seen},
+                                    std::tuple<int, int, int*>{SIGUSR1, g_usr1_count, &usr1_seen}}) {
+      if (count <= *seen) continue;
+      if (*seen == 0)
+        log_warn("launch: got ", signal_name(sig), ", forwarding it (the ranks checkpoint and exit)");
+      else
+        log_debug("launch: got ", signal_name(sig), " again, forwarding it");
+      *seen = count;
+      preempt_sig = sig;
+      signal_all(children, sig, true);
+    }
+    if (g_int_count > forwarded) {
+      const int sig = SIGINT;
       // A second Ctrl-C does not wait for the grace period.
       const bool again = forwarded > 0;
-      forwarded = g_signal_count;
+      forwarded = g_int_count;
       if (exit_code == 0) exit_code = 128 + sig;
       log_warn("launch: got signal ", sig, again ? ", killing the ranks" : ", forwarding it");
       if (again) {
@@ -299,8 +334,17 @@ int cmd_launch(const Args& args) {
   // After a failure nothing a rank started may outlive the job (it could hold the port or a GPU).
   if (stopping) signal_all(children, SIGKILL, false);
   ::sigaction(SIGINT, &old_int, nullptr);
-  ::sigaction(SIGTERM, &old_term, nullptr);
+  // After a preemption request the handlers stay (they only count): more of them may follow
+  // while launch exits, and must not turn its exit code 6 into death by a signal.
+  if (preempt_sig == 0) {
+    ::sigaction(SIGTERM, &old_term, nullptr);
+    ::sigaction(SIGUSR1, &old_usr1, nullptr);
+  }
   if (failed_rank >= 0) log_error("launch: failed (first failure: rank ", failed_rank, ")");
+  if (exit_code == 0 && preempted) {
+    log_warn("launch: preempted; continue with --resume auto");
+    return preempted_code;
+  }
   return exit_code;
 }
 

@@ -59,10 +59,11 @@ bool env_bool(const char* name, bool dflt) {
 
 constexpr long long kMaxRanks = 1 << 20;
 
-/// Tasks on node `node_id` from SLURM_TASKS_PER_NODE's compressed form "2(x3),1".
-int slurm_tasks_on_node(const std::string& spec, int node_id) {
+/// Tasks on node `node_id` from a task count list in SLURM's compressed form "2(x3),1" (the value
+/// of the environment variable `var`).
+int slurm_tasks_on_node(const char* var, const std::string& spec, int node_id) {
   auto bad = [&]() -> int {
-    raise<ConfigError>("environment variable SLURM_TASKS_PER_NODE='", spec,
+    raise<ConfigError>("environment variable ", var, "='", spec,
                        "' is not a task count list like '2(x3),1'");
   };
   int node = 0;
@@ -84,8 +85,8 @@ int slurm_tasks_on_node(const std::string& spec, int node_id) {
     if (comma == std::string::npos) break;
     pos = comma + 1;
   }
-  raise<ConfigError>("environment variable SLURM_TASKS_PER_NODE='", spec, "' lists fewer than ",
-                     node_id + 1, " nodes (SLURM_NODEID=", node_id, ")");
+  raise<ConfigError>("environment variable ", var, "='", spec, "' lists fewer than ", node_id + 1,
+                     " nodes (SLURM_NODEID=", node_id, ")");
 }
 
 DistEnv from_torchrun() {
@@ -116,11 +117,15 @@ DistEnv from_slurm() {
   e.world_size = env_int_required("SLURM_NTASKS", "SLURM_PROCID is set", 1, kMaxRanks);
   e.rank = env_int_required("SLURM_PROCID", "SLURM_NTASKS is set", 0, kMaxRanks);
   e.local_rank = env_int_opt("SLURM_LOCALID", 0, kMaxRanks).value_or(0);
-  if (auto n = env_int_opt("SLURM_NTASKS_PER_NODE", 1, kMaxRanks)) {
+  const int node_id = env_int_opt("SLURM_NODEID", 0, kMaxRanks).value_or(0);
+  // srun gives each task its step's layout (SLURM_STEP_TASKS_PER_NODE), which may differ from the
+  // job's request (SLURM_NTASKS_PER_NODE, inherited from sbatch) when srun is given other -n/-N.
+  if (auto step = get_env("SLURM_STEP_TASKS_PER_NODE"); step && !step->empty()) {
+    e.local_world_size = slurm_tasks_on_node("SLURM_STEP_TASKS_PER_NODE", *step, node_id);
+  } else if (auto n = env_int_opt("SLURM_NTASKS_PER_NODE", 1, kMaxRanks)) {
     e.local_world_size = *n;
   } else if (auto spec = get_env("SLURM_TASKS_PER_NODE")) {
-    e.local_world_size =
-        slurm_tasks_on_node(*spec, env_int_opt("SLURM_NODEID", 0, kMaxRanks).value_or(0));
+    e.local_world_size = slurm_tasks_on_node("SLURM_TASKS_PER_NODE", *spec, node_id);
   } else {
     auto nodes = env_int_opt("SLURM_NNODES", 1, kMaxRanks);
     if (nodes && *nodes > 1)

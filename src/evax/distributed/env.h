@@ -29,7 +29,10 @@ struct DistEnv {
 };
 
 /// Reads RANK/WORLD_SIZE/LOCAL_RANK/LOCAL_WORLD_SIZE/MASTER_ADDR/MASTER_PORT (torchrun,
-/// `evax launch`), else SLURM_PROCID/SLURM_NTASKS/… (srun), else returns a single process.
+/// `evax launch`), else SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID, the tasks on this node
+/// (SLURM_STEP_TASKS_PER_NODE, else SLURM_NTASKS_PER_NODE, else SLURM_TASKS_PER_NODE, indexed by
+/// SLURM_NODEID) and the store (MASTER_ADDR, else the first host of SLURM_JOB_NODELIST; MASTER_PORT,
+/// else 20000 + SLURM_JOB_ID % 10000) under srun, else returns a single process.
 /// Throws ConfigError naming the variable for a malformed or inconsistent value.
 DistEnv dist_env_from_environment();
 

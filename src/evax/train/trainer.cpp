@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -17,6 +20,7 @@
 #include "evax/distributed/comm.h"
 #include "evax/distributed/reducer.h"
 #include "evax/io/tensorboard.h"
+#include "evax/train/preempt.h"
 #include "evax/train/run_checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -279,6 +283,30 @@ class MetricsCsv {
   std::ofstream out_;
 };
 
+// Testing hook for restarts under torchrun: EVAX_TEST_FAIL_AT_STEP=N makes rank
+// EVAX_TEST_FAIL_RANK (default 0) of a run that did not resume die abruptly (exit code 1, no
+// clean-up, as a crash) once it has done N optimizer steps. -1: unset.
+struct FailHook {
+  int64_t step = -1;
+  int rank = 0;
+};
+
+FailHook fail_hook_from_environment() {
+  FailHook h;
+  auto read = [](const char* name, int64_t lo) -> std::optional<int64_t> {
+    const char* v = std::getenv(name);
+    if (v == nullptr || *v == '\0') return std::nullopt;
+    char* end = nullptr;
+    const long long x = std::strtoll(v, &end, 10);
+    if (*end != '\0' || x < lo)
+      raise<ConfigError>("environment variable ", name, "='", v, "' is not an integer >= ", lo);
+    return x;
+  };
+  if (auto s = read("EVAX_TEST_FAIL_AT_STEP", 0)) h.step = *s;
+  if (auto r = read("EVAX_TEST_FAIL_RANK", 0)) h.rank = static_cast<int>(*r);
+  return h;
+}
+
 // FNV-1a of the log keys, exact in a double: ranks compare their key sets with it.
 double keys_hash(const std::map<std::string, double>& logs) {
   uint32_t h = 2166136261u;
@@ -294,6 +322,10 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
   const int rank = ctx.comm ? ctx.comm->rank() : 0;
   const int world = ctx.comm ? ctx.comm->world_size() : 1;
   const bool main_rank = rank == 0;
+  // SIGTERM/SIGUSR1 from here on only set a flag; the loop stops at a step boundary all ranks
+  // agree on, checkpoints and throws Preempted (exit code 6).
+  const PreemptGuard preempt;
+  const FailHook fail_hook = fail_hook_from_environment();
   const std::string ckpt_root = ctx.run_dir + "/checkpoints";
 
   const int64_t micro_per_epoch = task.micro_batches_per_epoch();
@@ -383,7 +415,8 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
   if (ctx.comm) ctx.comm->barrier();
   FitResult result;
   std::string last_ckpt;  // the rollback target, the same path on every rank
-  if (!resume_dir.empty()) {
+  const bool resumed = !resume_dir.empty();
+  if (resumed) {
     RunCheckpoint s = run_checkpoint_load(resume_dir);
     check_same_run(s.meta, run, resume_dir);
     restore(s);
@@ -488,6 +521,20 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
   };
   if (best.stopped) log_info("this run stopped early at step ", pos.step, ": nothing left to train");
 
+  // Preemption: `saved` when this step's checkpoint is already written. Every rank gets here at
+  // the same step (the flag travels with the step's all-reduce); the checkpoint is the ordinary
+  // resumable one, and further signals meanwhile are only counted.
+  bool stop_agreed = false;
+  auto stop_preempted = [&](bool saved) {
+    if (!saved) last_ckpt = save("preempted");
+    const int sig = preempt.signal();
+    const std::string why = sig ? signal_name(sig) : std::string("a signal to another rank");
+    log_warn("preempted by ", why, " after step ", pos.step, ": checkpoint ", last_ckpt, " written (",
+             preempt.count(), " signal", preempt.count() == 1 ? "" : "s", " received on this rank)");
+    raise<Preempted>("preempted by ", why, " after step ", pos.step, "; checkpoint ", last_ckpt,
+                     " written, continue with --resume auto");
+  };
+
   std::map<std::string, double> window;
   int64_t window_n = 0, window_samples = 0;
   auto window_start = std::chrono::steady_clock::now();
@@ -500,6 +547,11 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
     if (epoch_done()) ++pos.epoch, pos.micro = 0;
     task.start_epoch(pos.epoch, pos.micro);
     while (pos.step < stop_step && !epoch_done()) {
+      if (pos.step == fail_hook.step && rank == fail_hook.rank && !resumed) {
+        std::fprintf(stderr, "evax: EVAX_TEST_FAIL_AT_STEP=%lld: rank %d exits abruptly\n",
+                     static_cast<long long>(pos.step), rank);
+        std::_Exit(1);
+      }
       const double lr = schedule.at(pos.step, pos.epoch, pos.micro);
       const double wd = cosine_schedule(opt_opts.weight_decay(), wd_end, pos.step, total_steps, 0);
       opt.zero_grad();
@@ -521,14 +573,18 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
       pos.micro += o.accum_steps();
       double mean_loss = loss_sum / o.accum_steps();
       double bad = std::isfinite(mean_loss) ? 0.0 : 1.0;
+      // A preemption signal seen by now on any rank stops every rank after this step.
+      stop_agreed = preempt.signal() != 0;
       if (ctx.comm && world > 1) {
-        // One max-reduce: any rank's NaN, and (as max and -min) the log key sets, which must
-        // agree before the logs are reduced as one tensor.
+        // One max-reduce: any rank's NaN, any rank's preemption signal, and (as max and -min) the
+        // log key sets, which must agree before the logs are reduced as one tensor.
         const double n = static_cast<double>(extra.size()), h = keys_hash(extra);
-        std::vector<at::Tensor> t{at::tensor({bad, n, -n, h, -h}, at::kDouble)};
+        const double stop = stop_agreed ? 1.0 : 0.0;
+        std::vector<at::Tensor> t{at::tensor({bad, n, -n, h, -h, stop}, at::kDouble)};
         ctx.comm->all_reduce(t, ReduceOp::kMax);
         auto v = t[0].accessor<double, 1>();
         bad = v[0];
+        stop_agreed = v[5] > 0;
         EVAX_CHECK(DistError, v[1] == -v[2] && v[3] == -v[4], "step ", pos.step,
                    ": the ranks' tasks returned different log keys (rank ", rank, ": ", n, " keys)");
       }
@@ -599,18 +655,34 @@ FitResult trainer_fit(Task& task, const AdamWOptions& opt_opts, const TrainerOpt
         window_n = window_samples = 0;
         window_start = std::chrono::steady_clock::now();
       }
-      if (o.checkpoint_every() > 0 && pos.step % o.checkpoint_every() == 0 && pos.step < stop_step)
-        last_ckpt = save("interval");
+      const bool interval =
+          o.checkpoint_every() > 0 && pos.step % o.checkpoint_every() == 0 && pos.step < stop_step;
+      if (interval) last_ckpt = save("interval");
+      // At an epoch's last step the epoch end (evaluation, its checkpoint) comes first, and at the
+      // last step the final checkpoint: a resumed run then decides exactly as an uninterrupted one.
+      if (stop_agreed && !epoch_done() && pos.step < stop_step) stop_preempted(interval);
     }
     if (epoch_done()) {
       ++pos.epoch, pos.micro = 0;
       if (eval_due()) run_evaluation();
       if (best.stopped) break;
-      if (pos.step < stop_step) last_ckpt = save("epoch end");
+      if (pos.step < stop_step) {
+        last_ckpt = save("epoch end");
+        if (stop_agreed) stop_preempted(true);
+      }
     }
   }
   bar.finish();
   last_ckpt = save(best.stopped ? "early stop" : pos.step == total_steps ? "end" : "max_steps");
+  // A signal after the last step's all-reduce: the ranks agree once more, so that all of them
+  // (not some) stop before the command's work after training.
+  stop_agreed = stop_agreed || preempt.signal() != 0;
+  if (ctx.comm && world > 1) {
+    std::vector<at::Tensor> t{at::tensor({stop_agreed ? 1.0 : 0.0}, at::kDouble)};
+    ctx.comm->all_reduce(t, ReduceOp::kMax);
+    stop_agreed = t[0].item<double>() > 0;
+  }
+  if (stop_agreed) stop_preempted(true);
   result.best_value = best.value;
   result.best_step = best.step;
   result.stopped_early = best.stopped;
