@@ -16,6 +16,7 @@
 #include "evax/explain/render.h"
 #include "evax/io/image.h"
 #include "evax/io/safetensors.h"
+#include "evax/train/autocast.h"
 
 namespace fs = std::filesystem;
 
@@ -41,7 +42,7 @@ int cmd_cam(const Args& args) {
   std::vector<std::string> inputs, positional, layers;
   int64_t batch = 16, image_size = 0;
   double mean = std::numeric_limits<double>::quiet_NaN(), std = mean;
-  bool crop = false;
+  bool crop = false, bf16 = false;
   ArgParser p("cam",
               "Grad-CAM heat maps of a finetuned classifier, computed as the grad-cam package\n"
               "(pytorch-grad-cam) does for a ViT with EVA-X's reshape transform: target layer\n"
@@ -56,7 +57,9 @@ int cmd_cam(const Args& args) {
               "Default class: each image's top one.\n"
               "With --input X.safetensors (`pixel_values` [N,3,H,W], normalised, as evax embed\n"
               "takes) and --out Y.safetensors, writes `cam` [N,H,W] float32 (and `logits`) for\n"
-              "--class (required then).");
+              "--class (required then).\n"
+              "--bf16 runs the forward and backward passes under bf16 autocast; the maps are\n"
+              "computed from the activations and gradients in float32.");
   p.option("--checkpoint", &checkpoint, "K",
            "an evax classifier checkpoint (directory, run directory) or, with --model, any "
            "weight file with a classifier head");
@@ -77,6 +80,7 @@ int cmd_cam(const Args& args) {
   p.option("--mean", &mean, "X", "normalisation mean; nan = the checkpoint's");
   p.option("--std", &std, "Y", "normalisation std; nan = the checkpoint's");
   p.flag("--crop", &crop, "use the evaluation transform (resize shorter side, centre crop)");
+  p.flag("--bf16", &bf16, "bf16 autocast (CPU: fast with AVX512-BF16/AMX)");
   p.positional("INPUT", &positional, "more inputs");
   if (!p.parse(args)) return 0;
   inputs.insert(inputs.end(), positional.begin(), positional.end());
@@ -107,12 +111,17 @@ int cmd_cam(const Args& args) {
         pv->size(3) % 16)
       raise<DataError>("'", inputs[0], "': pixel_values must be (N, 3, H, W) with N > 0 and H, W "
                        "multiples of 16, got ", pv->sizes());
-    const GradCamResult r = cam_pixels(c, pv->to(torch::kFloat32), classes, cam_opts, batch);
+    GradCamResult r;
+    {
+      Autocast ac(bf16, c.device.type());
+      r = cam_pixels(c, pv->to(torch::kFloat32), classes, cam_opts, batch);
+    }
     safetensors_save(out, TensorMap{{"cam", r.maps.contiguous()}, {"logits", r.logits.contiguous()}},
                      {{"model", c.spec.model},
                       {"checkpoint", c.weights},
                       {"class", c.spec.classes[static_cast<size_t>(classes[0])]},
-                      {"method", method}});
+                      {"method", method},
+                      {"precision", bf16 ? "bf16 autocast" : "float32"}});
     log_info("wrote cam ", r.maps.sizes(), " to ", out);
     return 0;
   }
@@ -134,7 +143,11 @@ int cmd_cam(const Args& args) {
     const size_t end = std::min(paths.size(), start + static_cast<size_t>(batch));
     std::vector<cv::Mat> units;
     for (size_t i = start; i < end; ++i) units.push_back(image_read_unit(paths[i], {}));
-    const GradCamResult r = cam_units(c, units, classes, in, cam_opts);
+    GradCamResult r;
+    {
+      Autocast ac(bf16, c.device.type());
+      r = cam_units(c, units, classes, in, cam_opts);
+    }
     const torch::Tensor scores = cam_class_scores(c.spec, r.logits, r.classes);
     for (size_t i = start; i < end; ++i) {
       const int64_t j = static_cast<int64_t>(i - start);
@@ -164,6 +177,7 @@ int cmd_cam(const Args& args) {
                    {{"model", c.spec.model},
                     {"checkpoint", c.weights},
                     {"method", method},
+                    {"precision", bf16 ? "bf16 autocast" : "float32"},
                     {"classes", join_with(c.spec.classes, "\n")},
                     {"inputs", join_with(paths, "\n")}});
   write_file_atomic((fs::path(out) / "index.csv").string(), csv);

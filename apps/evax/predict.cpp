@@ -24,7 +24,7 @@ namespace {
 // Masks and overlays of a segmentation checkpoint into `out` (a folder), plus a CSV of the
 // foreground fraction of every class per image.
 int predict_segmentation(const std::string& checkpoint, const std::string& device,
-                         const std::vector<std::string>& inputs, std::string out) {
+                         const std::vector<std::string>& inputs, std::string out, bool bf16) {
   if (out.empty()) raise<UsageError>("evax predict: a segmentation checkpoint needs --out DIR");
   LoadedSegmenter s = segmenter_load(checkpoint, device);
   const std::vector<std::string> paths = collect_images(inputs);
@@ -38,7 +38,7 @@ int predict_segmentation(const std::string& checkpoint, const std::string& devic
   std::map<std::string, int> seen;  // same stem in several folders: numbered
   for (const auto& path : paths) {
     cv::Mat unit = image_read_unit(path, {});
-    SegPrediction p = segment_predict_image(*s.model, s.spec, unit, s.device);
+    SegPrediction p = segment_predict_image(*s.model, s.spec, unit, s.device, bf16);
     std::string stem = fs::path(path).stem().string();
     if (int n = seen[stem]++; n > 0) stem += "_" + std::to_string(n);
     const std::string mask_path = (fs::path(out) / "masks" / (stem + ".png")).string();
@@ -61,6 +61,7 @@ int predict_segmentation(const std::string& checkpoint, const std::string& devic
 int cmd_predict(const Args& args) {
   std::string checkpoint, out, device = "auto";
   int64_t batch = 32;
+  bool bf16 = false;
   std::vector<std::string> inputs;
   ArgParser p("predict",
               "Per-image class probabilities from a finetuned checkpoint (its meta.json holds the\n"
@@ -76,6 +77,9 @@ int cmd_predict(const Args& args) {
            "CSV to write (default: standard output); a folder for segmentation");
   p.option("--batch-size", &batch, "N", "images per forward pass");
   p.option("--device", &device, "DEV", "auto, cpu or cuda");
+  p.flag("--bf16", &bf16,
+         "bf16 autocast on any device (CPU: fast with AVX512-BF16/AMX; a classifier on CUDA "
+         "always uses it)");
   p.positional("INPUT", &inputs, "image files, DICOMs or folders").required();
   if (!p.parse(args)) return 0;
   if (batch < 1) raise<UsageError>("--batch-size must be >= 1");
@@ -83,12 +87,17 @@ int cmd_predict(const Args& args) {
     raise<UsageError>("--device must be auto, cpu or cuda");
   if (checkpoint_task_meta(run_weights_path(checkpoint), "evax predict").value("kind", "") ==
       "segmenter")
-    return predict_segmentation(checkpoint, device, inputs, out);
+    return predict_segmentation(checkpoint, device, inputs, out, bf16);
   LoadedClassifier c = classifier_load(checkpoint, device);
   const std::vector<std::string> paths = collect_images(inputs);
   log_info(c.spec.model, " (", c.spec.classes.size(), " classes) from ", c.weights, ": ",
            paths.size(), " images");
-  torch::Tensor probs = classifier_predict(c, paths, batch);
+  torch::Tensor probs;
+  {
+    // classifier_predict autocasts on CUDA itself; this region adds the CPU (it nests).
+    Autocast ac(bf16, c.device.type());
+    probs = classifier_predict(c, paths, batch);
+  }
   std::string csv = "path";
   for (const auto& name : c.spec.classes) csv += "," + csv_field(name);
   csv += "\n";

@@ -151,8 +151,9 @@ GradCamResult grad_cam(VisionTransformerImpl& model, const torch::Tensor& pixels
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> per_layer;
   for (size_t j = 0; j < layers.size(); ++j) {
-    auto a = tokens_to_grid(acts[j].detach(), gh, gw);
-    auto g = tokens_to_grid(grads[j], gh, gw);
+    // Under bf16 autocast the activations and gradients may be bf16; the map is float32 math.
+    auto a = tokens_to_grid(acts[j].detach().to(torch::kFloat32), gh, gw);
+    auto g = tokens_to_grid(grads[j].to(torch::kFloat32), gh, gw);
     torch::Tensor weights;
     if (!plus) {
       weights = g.mean({2, 3});

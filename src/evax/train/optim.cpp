@@ -76,6 +76,18 @@ AdamW::AdamW(ParamGroups groups, AdamWOptions o) : groups_(std::move(groups)), o
   lr_.assign(groups_.specs.size(), 0.0);
   for (const auto& s : groups_.specs) wd_.push_back(s.weight_decay);
   set_lr(o.lr());
+  EVAX_CHECK(ConfigError, o.fused() == "auto" || o.fused() == "on" || o.fused() == "off",
+             "AdamW fused must be auto, on or off, got '", o.fused(), "'");
+  if (o.fused() != "off" && !groups_.params.empty()) {
+    const auto& first = groups_.params[0].param;
+    bool same = true;  // one device and float32: the kernel's requirements
+    for (const auto& np : groups_.params)
+      same = same && np.param.device() == first.device() && np.param.scalar_type() == torch::kFloat32;
+    fused_ = same && (o.fused() == "on" || first.is_cuda());
+    if (fused_)
+      fused_steps_ = torch::zeros({static_cast<int64_t>(groups_.params.size())},
+                                  torch::TensorOptions().device(first.device()));
+  }
 }
 
 void AdamW::set_lr(double lr) {
@@ -114,6 +126,7 @@ void AdamW::step(double lr, double wd) {
 }
 
 void AdamW::step() {
+  if (fused_) return fused_step();
   torch::NoGradGuard ng;
   ++step_;
   const double b1 = opts_.beta1(), b2 = opts_.beta2();
@@ -132,6 +145,28 @@ void AdamW::step() {
     exp_avg_sq_[i].mul_(b2).addcmul_(g, g, 1.0 - b2);
     auto denom = (exp_avg_sq_[i].sqrt() / bc2_sqrt).add_(opts_.eps());
     p.addcdiv_(exp_avg_[i], denom, -step_size);
+  }
+}
+
+void AdamW::fused_step() {
+  torch::NoGradGuard ng;
+  ++step_;
+  // The kernel reads the (already incremented) step from a tensor per parameter, as
+  // torch.optim.AdamW increments its state_steps before calling it; one fill for all of them.
+  fused_steps_.fill_(static_cast<double>(step_));
+  for (size_t g = 0; g < groups_.specs.size(); ++g) {
+    std::vector<torch::Tensor> p, grads, m, v, steps;
+    for (size_t i = 0; i < groups_.params.size(); ++i) {
+      if (groups_.group[i] != g || !groups_.params[i].param.grad().defined()) continue;
+      p.push_back(groups_.params[i].param);
+      grads.push_back(groups_.params[i].param.grad());
+      m.push_back(exp_avg_[i]);
+      v.push_back(exp_avg_sq_[i]);
+      steps.push_back(fused_steps_[static_cast<int64_t>(i)]);
+    }
+    if (p.empty()) continue;
+    at::_fused_adamw_(p, grads, m, v, /*max_exp_avg_sqs=*/{}, steps, lr_[g], opts_.beta1(),
+                      opts_.beta2(), wd_[g], opts_.eps(), /*amsgrad=*/false, /*maximize=*/false);
   }
 }
 
