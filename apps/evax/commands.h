@@ -33,6 +33,8 @@ int cmd_teacher(const Args& args);
 int cmd_segment(const Args& args);
 int cmd_cam(const Args& args);
 int cmd_cam_eval(const Args& args);
+int cmd_report(const Args& args);
+int cmd_compare(const Args& args);
 
 /// Options every config-driven command shares: --config, --set (repeatable), --run-dir.
 struct RunArgs {
@@ -47,8 +49,21 @@ void add_run_args(ArgParser& p, RunArgs& a);
 /// Loads `--config` (or `default_config` when empty; UsageError when both are) and applies every
 /// `--set`.
 Config load_run_config(const RunArgs& a, const std::string& default_config);
-/// Creates the run directory, starts logging into its log.txt and writes the resolved config.yaml.
-std::string start_run(const RunArgs& a, const Config& cfg);
+/// Creates the run directory, starts logging into its log.txt and writes the resolved config.yaml
+/// and record_run_context's files.
+std::string start_run(const RunArgs& a, const Config& cfg, const DistEnv& env = {});
+
+/// "evax <version> (<commit>)": the build this binary comes from.
+std::string evax_version_text();
+/// Writes what a report needs besides the run's own files: config_origins.json (where each value
+/// of config.yaml came from: "file:line" or "--set ...") and environment.json (evax version and
+/// commit, LibTorch, CUDA and its devices, the device setting, ranks, threads, host, command line).
+void record_run_context(const std::string& dir, const Config& cfg, const DistEnv& env);
+/// The end of a run, on rank 0: status.json "finished" or "stopped" (with `message`), the thread
+/// count it trained with, and report.html. A report that cannot be written is logged, not raised
+/// (the run's results are written already). Returns the report's path, "" when it failed.
+std::string finish_run(const std::string& dir, const std::string& state,
+                       const std::string& message = "");
 
 /// A training command's process set-up under `evax launch` / torchrun / SLURM (or alone).
 struct DistRun {

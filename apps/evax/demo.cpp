@@ -4,6 +4,8 @@
 // findings and scores the test split, explains the finetuned model with Grad-CAM (nodule
 // localisation against chance, a gallery), then segments the lung fields with UperNet on the
 // same pretrained student.
+#include <algorithm>
+#include <exception>
 #include <filesystem>
 
 #include "commands.h"
@@ -12,12 +14,52 @@
 #include "evax/data/synth.h"
 #include "evax/data/synth_config.h"
 #include "evax/explain/cam_eval.h"
+#include "evax/report/run_dir.h"
 #include "train_plans.h"
 
 namespace evax::app {
 
 SynthSummary run_synth(const SynthOptions& o);
 void log_synth_summary(const SynthSummary& s, const std::string& out);
+
+namespace {
+
+// The demo's run and its stages in status.json: a stage is "running" from its start to its end;
+// when the demo stops on an error, every unfinished one is marked stopped and the report is still
+// written.
+class DemoRecord {
+ public:
+  explicit DemoRecord(std::string dir) : dir_(std::move(dir)) { run_status_write(dir_, "running"); }
+  void start(const std::string& stage_dir, const Config& cfg) {
+    record_run_context(stage_dir, cfg, DistEnv{});
+    run_status_write(stage_dir, "running");
+    open_.push_back(stage_dir);
+  }
+  void end(const std::string& stage_dir) {
+    run_status_write(stage_dir, "finished");
+    open_.erase(std::remove(open_.begin(), open_.end(), stage_dir), open_.end());
+  }
+  /// Marks the demo finished and writes its report; returns the report's path.
+  std::string finish() {
+    done_ = true;
+    return finish_run(dir_, "finished");
+  }
+  ~DemoRecord() {
+    if (done_) return;
+    try {
+      for (const auto& d : open_) run_status_write(d, "stopped", "the demo stopped in this stage");
+    } catch (const std::exception&) {  // never throw while unwinding
+    }
+    finish_run(dir_, "stopped", "the demo stopped on an error (log.txt says which)");
+  }
+
+ private:
+  std::string dir_;
+  std::vector<std::string> open_;
+  bool done_ = false;
+};
+
+}  // namespace
 
 int cmd_demo(const Args& args) {
   RunArgs ra;
@@ -97,6 +139,7 @@ int cmd_demo(const Args& args) {
   SegmentPlan seg_plan = seg_cfg.decode_all(segment_plan);
   so.out_dir = ra.run_dir + "/data";
   const std::string dir = start_run(ra, cfg);
+  DemoRecord record(dir);
   const int stages =
       2 + (with_teacher ? 1 : 0) + (skip_finetune ? 0 : 2) + (skip_segment ? 0 : 1);
   int stage = 0;
@@ -111,7 +154,9 @@ int cmd_demo(const Args& args) {
     const std::string t_dir = dir + "/teacher";
     std::filesystem::create_directories(t_dir);
     write_file_atomic(t_dir + "/config.yaml", t_cfg.dump());
+    record.start(t_dir, t_cfg);
     FitResult t = teacher_execute(t_plan, t_dir, single, nullptr, t_cfg.dump());
+    record.end(t_dir);
     log_info("teacher reached patch BCE ", t.first_loss, " → ", t.last_loss);
   }
   log_info("stage ", ++stage, "/", stages, ": MIM pretraining against ",
@@ -124,7 +169,9 @@ int cmd_demo(const Args& args) {
     const std::string ft_dir = dir + "/finetune";
     std::filesystem::create_directories(ft_dir);
     write_file_atomic(ft_dir + "/config.yaml", ft_cfg.dump());
+    record.start(ft_dir, ft_cfg);
     FinetuneResult f = finetune_execute(ft_plan, ft_dir, single, nullptr, ft_cfg.dump());
+    record.end(ft_dir);
     std::string summary = "finetuning reached " + ft_plan.run.trainer.eval().metric() + " " +
                           str_cat(f.fit.best_value) + " on " + ft_plan.task.eval_split;
     if (f.test_metrics.contains("mauc") && !f.test_metrics["mauc"].is_null())
@@ -160,7 +207,9 @@ int cmd_demo(const Args& args) {
     const std::string seg_dir = dir + "/segment";
     std::filesystem::create_directories(seg_dir);
     write_file_atomic(seg_dir + "/config.yaml", seg_cfg.dump());
+    record.start(seg_dir, seg_cfg);
     SegmentResult sr = segment_execute(seg_plan, seg_dir, single, nullptr, seg_cfg.dump());
+    record.end(seg_dir);
     std::string summary = "segmentation reached " + seg_plan.run.trainer.eval().metric() + " " +
                           str_cat(sr.fit.best_value) + " on " + seg_plan.task.eval_split;
     const auto& t = sr.test_metrics;
@@ -170,6 +219,8 @@ int cmd_demo(const Args& args) {
     log_info(summary, " (", seg_dir, "/eval/", seg_plan.task.test_split, ")");
   }
   log_info("done: ", dir);
+  // Last line: the report of every stage.
+  record.finish();
   return 0;
 }
 

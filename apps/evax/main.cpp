@@ -10,6 +10,7 @@
 #include <c10/util/Exception.h>
 
 #include "evax/core/error.h"
+#include "evax/train/preempt.h"
 
 namespace {
 
@@ -24,6 +25,8 @@ const Command kCommands[] = {
      evax::app::cmd_cam},
     {"cam-eval", "Grad-CAM localisation of a manifest's boxes (mIoU, AP25, AP50, mAP vs chance)",
      evax::app::cmd_cam_eval},
+    {"compare", "runs' headline test metrics next to the paper's numbers, and their config diffs",
+     evax::app::cmd_compare},
     {"convert", "convert a checkpoint to safetensors (timm or EVA-02 naming)",
      evax::app::cmd_convert},
     {"decode", "decode a DICOM/PNG/JPEG to the float image evax sees", evax::app::cmd_decode},
@@ -45,6 +48,8 @@ const Command kCommands[] = {
      evax::app::cmd_predict},
     {"pretrain", "EVA-X masked image modeling pretraining (MIM) with a frozen teacher",
      evax::app::cmd_pretrain},
+    {"report", "write a run directory's self-contained report.html (metrics, curves, images)",
+     evax::app::cmd_report},
     {"segment", "UperNet segmentation on an EVA-X backbone, then the test split scored",
      evax::app::cmd_segment},
     {"synth", "generate synthetic chest X-rays (DICOM, PNG, masks, manifests)",
@@ -63,7 +68,9 @@ void print_help() {
   std::cout << "\n`evax <command> --help` shows a command's options.\n"
                "exit codes: 0 ok, 1 internal error, 2 usage or config error, 3 data error,\n"
                "  4 distributed peer failure (a rank died, timed out or was unreachable),\n"
-               "  5 out of memory (GPU or host)\n";
+               "  5 out of memory (GPU or host),\n"
+               "  6 preempted: SIGTERM or SIGUSR1 stopped training after a checkpoint\n"
+               "    (continue with --resume auto)\n";
 }
 
 // What to change when memory runs out.
@@ -123,7 +130,9 @@ int main(int argc, char** argv) {
     std::cerr << "evax: error: unknown command '" << name << "' (see `evax --help`)\n";
     return static_cast<int>(evax::ExitCode::kUsage);
   } catch (const evax::Error& e) {
-    std::cerr << "evax: error: " << e.what() << "\n";
+    // A preemption is a requested stop, not an error.
+    const bool preempted = e.exit_code() == evax::kExitPreempted;
+    std::cerr << (preempted ? "evax: " : "evax: error: ") << e.what() << "\n";
     return static_cast<int>(e.exit_code());
   } catch (const c10::Error& e) {
     const std::string oom = out_of_memory(e);

@@ -15,6 +15,7 @@
 #include "evax/core/log.h"
 #include "evax/io/safetensors.h"
 #include "evax/pretrain/dense_teacher.h"
+#include "evax/report/run_dir.h"
 #include "evax/pretrain/task.h"
 #include "evax/segment/task.h"
 #include "evax/train/runtime.h"
@@ -95,7 +96,8 @@ TestedRunResult train_then_test(TaskT& task, const Plan& p, const std::string& w
 
 /// The command line every training command shares: --config (required), --set, --run-dir,
 /// --log-level, --max-steps and --resume; then decode_all(plan) before any work, the distributed
-/// start-up, and `execute(plan, dir, env, comm, config_yaml)`.
+/// start-up, and `execute(plan, dir, env, comm, config_yaml)`; rank 0 records the run's state in
+/// status.json and writes report.html at the end (also when it stops on an error).
 template <class Plan, class Execute>
 int run_train_command(const Args& args, const std::string& name, const std::string& summary,
                       Plan (*plan)(Config&), Execute execute) {
@@ -113,7 +115,17 @@ int run_train_command(const Args& args, const std::string& name, const std::stri
   Plan pl = cfg.decode_all(plan);
   pl.run.trainer.max_steps(max_steps).resume(resume);
   DistRun run = start_distributed_run(ra, cfg, pl.run.comm, name);
-  execute(pl, run.dir, run.env, run.comm.get(), cfg.dump());
+  const bool main_rank = run.env.rank == 0;
+  if (main_rank) run_status_write(run.dir, "running");
+  try {
+    execute(pl, run.dir, run.env, run.comm.get(), cfg.dump());
+  } catch (const std::exception& e) {
+    // The report of a stopped run still shows how far it got; the error goes on to main().
+    if (main_rank) finish_run(run.dir, "stopped", e.what());
+    throw;
+  }
+  // After the test scoring: report.html covers the finished run.
+  if (main_rank) finish_run(run.dir, "finished");
   return 0;
 }
 

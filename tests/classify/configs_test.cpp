@@ -185,6 +185,7 @@ TEST_CASE("configs: the COVIDx runs and their data_pct variants carry EVA-X's se
       CHECK(p.task.model.img_size() == 480);
       CHECK(p.task.classes == r.classes);
       CHECK(p.task.multiclass);
+      CHECK(p.task.auc_scores == "sigmoid");  // EVA-X's mAUC (and so its best checkpoint)
       CHECK(p.task.train_transform == "resize_crop");
       CHECK(p.task.crop_pct == 1.0);
       CHECK(p.task.loader.batch_size == 128);

@@ -47,6 +47,18 @@ TrainRunOptions train_run_options_from_config(Config& cfg, const AdamWOptions& o
   r.comm = comm_options_from_config(cfg.view("dist"));
   r.threads = cfg.get<int>("threads", 0);
   cfg.check("threads", r.threads >= 0, "must be >= 0 (0 = cores / local ranks)");
+  // `paper:` (table, metric, value in percent, source): the number a paper-reproduction config is
+  // compared with by `evax compare`. Training ignores it; decoding it here keeps typos in it errors.
+  const std::string table = cfg.get<std::string>("paper.table", "");
+  const std::string metric = cfg.get<std::string>("paper.metric", "");
+  const std::string source = cfg.get<std::string>("paper.source", "");
+  const double value = cfg.get<double>("paper.value", -1.0);
+  if (cfg.has("paper")) {
+    cfg.check("paper.table", !table.empty(), "must name the paper's table or figure");
+    cfg.check("paper.metric", !metric.empty(), "must name a key of the test metrics.json");
+    cfg.check("paper.source", !source.empty(), "must say where the number comes from");
+    cfg.check("paper.value", value >= 0 && value <= 100, "must be the paper's number in percent");
+  }
   return r;
 }
 
