@@ -1,5 +1,7 @@
 #include "evax/models/vit.h"
 
+#include <ATen/autocast_mode.h>
+
 #include <cmath>
 
 #include "evax/core/error.h"
@@ -50,6 +52,22 @@ torch::nn::Linear linear(int64_t in, int64_t out, bool bias) {
   return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
 }
 
+// Under autocast, at::linear (what PyTorch's nn.Linear calls) is on the cast list: weight and bias
+// become bf16 and one fused GEMM runs. LibTorch's nn::Linear goes through F::linear instead: a
+// matmul, then an in-place add of the float32 bias onto the bf16 output, a slow mixed-dtype pass.
+// In float32 F::linear stays, keeping today's numerics.
+torch::Tensor lin(const torch::nn::Linear& m, const torch::Tensor& x) {
+  if (at::autocast::is_autocast_enabled(x.device().type()))
+    return torch::linear(x, m->weight, m->bias);
+  return F::linear(x, m->weight, m->bias);
+}
+
+// The same for a linear with an explicit bias (the qkv projection's q/zero/v bias).
+torch::Tensor lin(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  if (at::autocast::is_autocast_enabled(x.device().type())) return torch::linear(x, w, b);
+  return F::linear(x, w, b);
+}
+
 torch::nn::LayerNorm layer_norm(int64_t d, double eps) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).eps(eps));
 }
@@ -94,13 +112,13 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   if (qkv) {
     torch::Tensor bias = qkv->bias;
     if (q_bias.defined()) bias = torch::cat({q_bias, torch::zeros_like(q_bias), v_bias});
-    auto t = F::linear(x, qkv->weight, bias).reshape({b, n, 3, h, d / h}).permute({2, 0, 3, 1, 4});
+    auto t = lin(x, qkv->weight, bias).reshape({b, n, 3, h, d / h}).permute({2, 0, 3, 1, 4});
     auto parts = t.unbind(0);
     q = parts[0], k = parts[1], v = parts[2];
   } else {
-    q = q_proj->forward(x).reshape({b, n, h, d / h}).transpose(1, 2);
-    k = k_proj->forward(x).reshape({b, n, h, d / h}).transpose(1, 2);
-    v = v_proj->forward(x).reshape({b, n, h, d / h}).transpose(1, 2);
+    q = lin(q_proj, x).reshape({b, n, h, d / h}).transpose(1, 2);
+    k = lin(k_proj, x).reshape({b, n, h, d / h}).transpose(1, 2);
+    v = lin(v_proj, x).reshape({b, n, h, d / h}).transpose(1, 2);
   }
   if (rope.defined()) {
     // The cls token (index 0) is not rotated.
@@ -108,7 +126,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     k = torch::cat({k.slice(2, 0, 1), apply_rope(k.slice(2, 1), rope)}, 2).to(v.scalar_type());
   }
   auto o = at::scaled_dot_product_attention(q, k, v);
-  return proj->forward(o.transpose(1, 2).reshape({b, n, d}));
+  return lin(proj, o.transpose(1, 2).reshape({b, n, d}));
 }
 
 // --- Mlp -----------------------------------------------------------------------------------------
@@ -136,13 +154,13 @@ MlpImpl::MlpImpl(const ViTOptions& o) : kind(o.mlp()) {
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   switch (kind) {
     case MlpKind::kGelu:
-      return fc2->forward(F::gelu(fc1->forward(x)));
+      return lin(fc2, F::gelu(lin(fc1, x)));
     case MlpKind::kSwiGluPacked: {
-      auto gv = fc1->forward(x).chunk(2, -1);  // rows [0:H] gate, [H:2H] value
-      return fc2->forward(F::silu(gv[0]) * gv[1]);
+      auto gv = lin(fc1, x).chunk(2, -1);  // rows [0:H] gate, [H:2H] value
+      return lin(fc2, F::silu(gv[0]) * gv[1]);
     }
     case MlpKind::kSwiGluSubLn:
-      return fc2->forward(norm->forward(F::silu(fc1_g->forward(x)) * fc1_x->forward(x)));
+      return lin(fc2, norm->forward(F::silu(lin(fc1_g, x)) * lin(fc1_x, x)));
   }
   EVAX_ASSERT(false, "unknown MlpKind");
 }
@@ -317,7 +335,7 @@ torch::Tensor VisionTransformerImpl::forward_mim(const torch::Tensor& x, const t
   torch::Tensor rope;
   auto t = embed(x, mask, &rope);
   for (auto& blk : *blocks) t = blk->as<BlockImpl>()->forward(t, rope);
-  return lm_head->forward(norm->forward(t).slice(1, 1));
+  return lin(lm_head, norm->forward(t).slice(1, 1));
 }
 
 }  // namespace evax
