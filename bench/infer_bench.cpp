@@ -3,6 +3,9 @@
 // timm and reports the ratio. With --checkpoint/--input/--features (inference.py --precision) the
 // model gets given weights, times the given pixels and writes their pooled features.
 #include <chrono>
+#include <set>
+
+#include <torch/csrc/autograd/profiler_kineto.h>
 #include <iostream>
 
 #include "evax/core/cli.h"
@@ -28,6 +31,8 @@ int main(int argc, char** argv) {
   p.option("--checkpoint", &checkpoint, "FILE", "weights (default: random, seed 0)");
   p.option("--input", &input, "X.safetensors", "`pixel_values` to time (default: random)");
   p.option("--features", &features, "OUT", "write the input's pooled features (float32)");
+  std::string profile;
+  p.option("--profile", &profile, "FILE", "write a chrome trace of the timed iterations and exit");
   try {
     if (!p.parse({argv + 1, argv + argc})) return 0;
     torch::set_num_threads(static_cast<int>(threads));
@@ -47,6 +52,17 @@ int main(int argc, char** argv) {
     evax::Autocast ac(bf16, torch::kCPU);
     auto run = [&] { return m->forward_head(m->forward_features(x), true); };
     for (int64_t i = 0; i < warmup; ++i) run();
+    if (!profile.empty()) {
+      namespace prof = torch::autograd::profiler;
+      const torch::profiler::impl::ProfilerConfig cfg(torch::profiler::impl::ProfilerState::KINETO);
+      const std::set<torch::profiler::impl::ActivityType> cpu{
+          torch::profiler::impl::ActivityType::CPU};
+      prof::prepareProfiler(cfg, cpu);
+      prof::enableProfiler(cfg, cpu);
+      for (int64_t i = 0; i < iters; ++i) run();
+      prof::disableProfiler()->save(profile);
+      return 0;
+    }
     auto t0 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < iters; ++i) run();
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
