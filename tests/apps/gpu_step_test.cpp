@@ -21,6 +21,7 @@
 #include "evax/io/safetensors.h"
 #include "skip.h"
 #include "test_util.h"
+#include "tiny_finetune_config.h"
 
 using Catch::Matchers::Contains;
 using evax::test::evax_bin;
@@ -123,23 +124,7 @@ TEST_CASE("GPU: one pretraining step in bf16 on CUDA equals the float32 CPU step
 TEST_CASE("GPU: one finetuning step in bf16 on CUDA equals the float32 CPU step") {
   if (!torch::cuda::is_available()) EVAX_SKIP("no CUDA device");
   evax::test::TempDir tmp("gpu_finetune_step");
-  const std::string data =
-      evax::test::synth_dataset("classify_synth", "--n 72 --size 64 --seed 5 --no-dicom --threads 1");
-  const std::string cfg = evax::test::write_config_file(
-      tmp / "cfg.yaml",
-      {{"model", "model: {name: eva_x_tiny_patch16, depth: 2, drop_path: 0.0}\n"},
-       {"data", "data:\n"
-                "  manifest: " + data + "/classification.csv\n"
-                "  classes: [Cardiomegaly, Effusion, Nodule, Pneumothorax, Consolidation]\n"
-                "  img_size: 64\n"
-                "  crop_pct: 1.0\n"
-                "  loader: {batch_size: 8, workers: 1}\n"},
-       {"optimizer", "optimizer: {lr: 1.0e-3}\n"},
-       {"train", "train: {epochs: 1, warmup_epochs: 0, schedule: fixed, log_every: 1}\n"},
-       {"eval", "eval: {split: val, every: 100, metric: mauc, batch_size: 16}\n"},
-       {"seed", "seed: 3\n"},
-       {"threads", "threads: 2\n"}},
-      "", "_base_: " + evax::test::source_path("configs/classify/base.yaml") + "\n");
+  const std::string cfg = evax::test::tiny_finetune_config(tmp, 2);
   check_cpu_vs_cuda(tmp, "finetune", cfg);
 }
 
