@@ -1,6 +1,7 @@
 // The evax subcommands. Each lives in its own file and returns a process exit code.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,7 @@ int cmd_cam(const Args& args);
 int cmd_cam_eval(const Args& args);
 int cmd_report(const Args& args);
 int cmd_compare(const Args& args);
+int cmd_config(const Args& args);
 
 /// Options every config-driven command shares: --config, --set (repeatable), --run-dir.
 struct RunArgs {
@@ -49,16 +51,22 @@ void add_run_args(ArgParser& p, RunArgs& a);
 /// Loads `--config` (or `default_config` when empty; UsageError when both are) and applies every
 /// `--set`.
 Config load_run_config(const RunArgs& a, const std::string& default_config);
+/// The keys a command's config decoder reads (Config::record_keys), for the run's defaults.
+using ConfigDecoder = std::function<void(Config&)>;
+
 /// Creates the run directory, starts logging into its log.txt and writes the resolved config.yaml
 /// and record_run_context's files.
-std::string start_run(const RunArgs& a, const Config& cfg, const DistEnv& env = {});
+std::string start_run(const RunArgs& a, const Config& cfg, const DistEnv& env = {},
+                      const ConfigDecoder& decode = {});
 
 /// "evax <version> (<commit>)": the build this binary comes from.
 std::string evax_version_text();
 /// Writes what a report needs besides the run's own files: config_origins.json (where each value
-/// of config.yaml came from: "file:line" or "--set ...") and environment.json (evax version and
+/// of config.yaml came from: "file:line" or "--set ..."), config_defaults.json (with `decode`: the
+/// default of every key the command reads, as YAML text) and environment.json (evax version and
 /// commit, LibTorch, CUDA and its devices, the device setting, ranks, threads, host, command line).
-void record_run_context(const std::string& dir, const Config& cfg, const DistEnv& env);
+void record_run_context(const std::string& dir, const Config& cfg, const DistEnv& env,
+                        const ConfigDecoder& decode = {});
 /// The end of a run, on rank 0: status.json "finished" or "stopped" (with `message`), the thread
 /// count it trained with, and report.html. A report that cannot be written is logged, not raised
 /// (the run's results are written already). Returns the report's path, "" when it failed.
@@ -76,6 +84,6 @@ struct DistRun {
 /// directory on rank 0 (logging there; other ranks log to the console with their rank) and waits
 /// until it exists. `command` names the command in errors (distributed runs need --run-dir).
 DistRun start_distributed_run(const RunArgs& a, const Config& cfg, const CommOptions& comm,
-                              const std::string& command);
+                              const std::string& command, const ConfigDecoder& decode = {});
 
 }  // namespace evax::app

@@ -30,8 +30,8 @@ namespace {
 class DemoRecord {
  public:
   explicit DemoRecord(std::string dir) : dir_(std::move(dir)) { run_status_write(dir_, "running"); }
-  void start(const std::string& stage_dir, const Config& cfg) {
-    record_run_context(stage_dir, cfg, DistEnv{});
+  void start(const std::string& stage_dir, const Config& cfg, const ConfigDecoder& decode) {
+    record_run_context(stage_dir, cfg, DistEnv{}, decode);
     run_status_write(stage_dir, "running");
     open_.push_back(stage_dir);
   }
@@ -60,6 +60,16 @@ class DemoRecord {
 };
 
 }  // namespace
+
+void demo_stage_keys(Config& c) {
+  c.get<std::string>("stages.teacher", "pretrain/demo_teacher.yaml",
+                     "the dense teacher stage's config, relative to configs/ (evax demo "
+                     "--teacher-set k=v overrides it)");
+  c.get<std::string>("stages.finetune", "classify/demo.yaml",
+                     "the finetuning stage's config, relative to configs/ (--finetune-set k=v)");
+  c.get<std::string>("stages.segment", "segment/demo.yaml",
+                     "the segmentation stage's config, relative to configs/ (--segment-set k=v)");
+}
 
 int cmd_demo(const Args& args) {
   RunArgs ra;
@@ -93,13 +103,13 @@ int cmd_demo(const Args& args) {
   Config cfg = load_run_config(ra, "demo.yaml");
   ra.run_dir = run_dir_resolve(ra.run_dir, cfg.name());
   cfg.apply_override("data.manifest=" + ra.run_dir + "/data/pretrain.csv");
-  // The finetuning stage's config: a file named by stages.finetune, relative to the configs folder.
   // A stage's config: a file named by stages.<key> (relative to the configs folder), the stage's
   // --<key>-set overrides, then its data manifest (and init) pointed into this run.
   auto stage_config = [&](const std::string& key, const std::string& fallback,
                           const std::vector<std::string>& sets, const std::string& manifest,
                           bool init_from_run, std::string* name) {
-    *name = cfg.get<std::string>("stages." + key, fallback);
+    *name = cfg.get<std::string>("stages." + key, fallback,
+                                 "a stage's config, relative to configs/ (--<stage>-set k=v)");
     RunArgs a;
     a.sets = sets;
     Config c = load_run_config(a, *name);
@@ -116,7 +126,10 @@ int cmd_demo(const Args& args) {
   // The teacher stage (when the pretraining target is a teacher): trained into <run-dir>/teacher.
   Config t_cfg = stage_config("teacher", "pretrain/demo_teacher.yaml", teacher_sets, "findings.csv",
                               false, &t_name);
-  const bool with_teacher = cfg.get<std::string>("target.kind", "teacher") == "teacher";
+  const bool with_teacher =
+      cfg.get<std::string>("target.kind", "teacher",
+                           "what masked patches regress: a frozen teacher's patch tokens or "
+                           "per-patch normalised pixels") == "teacher";
   // Before any work, and unknown keys before bad values: a typo never runs with defaults.
   TeacherPlan t_plan = t_cfg.decode_all(teacher_plan);
   if (with_teacher) {
@@ -126,9 +139,7 @@ int cmd_demo(const Args& args) {
     cfg.apply_override("target.teacher_depth=" + std::to_string(t_plan.task.depth));
   }
   auto [so, plan] = cfg.decode_all([](Config& c) {
-    c.get<std::string>("stages.finetune", "");
-    c.get<std::string>("stages.teacher", "");
-    c.get<std::string>("stages.segment", "");
+    demo_stage_keys(c);
     return std::make_pair(synth_options_from_config(c.view("synth")), pretrain_plan(c));
   });
   if (with_teacher && plan.task.views.teacher_size != t_plan.task.img_size)
@@ -138,7 +149,11 @@ int cmd_demo(const Args& args) {
   FinetunePlan ft_plan = ft_cfg.decode_all(finetune_plan);
   SegmentPlan seg_plan = seg_cfg.decode_all(segment_plan);
   so.out_dir = ra.run_dir + "/data";
-  const std::string dir = start_run(ra, cfg);
+  const std::string dir = start_run(ra, cfg, {}, [](Config& c) {
+    demo_stage_keys(c);
+    synth_options_from_config(c.view("synth"));
+    pretrain_plan(c);
+  });
   DemoRecord record(dir);
   const int stages =
       2 + (with_teacher ? 1 : 0) + (skip_finetune ? 0 : 2) + (skip_segment ? 0 : 1);
@@ -154,7 +169,7 @@ int cmd_demo(const Args& args) {
     const std::string t_dir = dir + "/teacher";
     std::filesystem::create_directories(t_dir);
     write_file_atomic(t_dir + "/config.yaml", t_cfg.dump());
-    record.start(t_dir, t_cfg);
+    record.start(t_dir, t_cfg, [](Config& c) { teacher_plan(c); });
     FitResult t = teacher_execute(t_plan, t_dir, single, nullptr, t_cfg.dump());
     record.end(t_dir);
     log_info("teacher reached patch BCE ", t.first_loss, " → ", t.last_loss);
@@ -169,7 +184,7 @@ int cmd_demo(const Args& args) {
     const std::string ft_dir = dir + "/finetune";
     std::filesystem::create_directories(ft_dir);
     write_file_atomic(ft_dir + "/config.yaml", ft_cfg.dump());
-    record.start(ft_dir, ft_cfg);
+    record.start(ft_dir, ft_cfg, [](Config& c) { finetune_plan(c); });
     FinetuneResult f = finetune_execute(ft_plan, ft_dir, single, nullptr, ft_cfg.dump());
     record.end(ft_dir);
     std::string summary = "finetuning reached " + ft_plan.run.trainer.eval().metric() + " " +
@@ -207,7 +222,7 @@ int cmd_demo(const Args& args) {
     const std::string seg_dir = dir + "/segment";
     std::filesystem::create_directories(seg_dir);
     write_file_atomic(seg_dir + "/config.yaml", seg_cfg.dump());
-    record.start(seg_dir, seg_cfg);
+    record.start(seg_dir, seg_cfg, [](Config& c) { segment_plan(c); });
     SegmentResult sr = segment_execute(seg_plan, seg_dir, single, nullptr, seg_cfg.dump());
     record.end(seg_dir);
     std::string summary = "segmentation reached " + seg_plan.run.trainer.eval().metric() + " " +

@@ -20,7 +20,8 @@ int evaluate_segmentation(Config& cfg, const RunArgs& ra, const std::string& che
   if (split.empty()) split = plan.task.test_split;
   if (split != "train" && split != "val" && split != "test")
     raise<UsageError>("--split must be train, val or test, got '", split, "'");
-  DistRun run = start_distributed_run(ra, cfg, plan.run.comm, "evaluate");
+  DistRun run = start_distributed_run(ra, cfg, plan.run.comm, "evaluate",
+                                      [](Config& c) { segment_plan(c); });
   apply_thread_policy(plan.run.threads, run.env.local_world_size);
   SegmentTask task(plan.task, run.env.rank, run.env.world_size, run.comm.get(), run.env.local_rank);
   const std::string weights = run_weights_path(checkpoint);
@@ -62,7 +63,8 @@ int cmd_evaluate(const Args& args) {
   if (split.empty()) split = plan.task.test_split;
   if (split != "train" && split != "val" && split != "test")
     raise<UsageError>("--split must be train, val or test, got '", split, "'");
-  DistRun run = start_distributed_run(ra, cfg, plan.run.comm, "evaluate");
+  DistRun run = start_distributed_run(ra, cfg, plan.run.comm, "evaluate",
+                                      [](Config& c) { finetune_plan(c); });
   apply_thread_policy(plan.run.threads, run.env.local_world_size);
   ClassifyTask task(plan.task, run.env.rank, run.env.world_size, run.comm.get(), run.env.local_rank);
   const std::string weights = run_weights_path(checkpoint);

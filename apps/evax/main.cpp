@@ -27,6 +27,8 @@ const Command kCommands[] = {
      evax::app::cmd_cam_eval},
     {"compare", "runs' headline test metrics next to the paper's numbers, and their config diffs",
      evax::app::cmd_compare},
+    {"config", "the configuration reference (every key, type, default), or a config's values",
+     evax::app::cmd_config},
     {"convert", "convert a checkpoint to safetensors (timm or EVA-02 naming)",
      evax::app::cmd_convert},
     {"decode", "decode a DICOM/PNG/JPEG to the float image evax sees", evax::app::cmd_decode},
@@ -131,7 +133,7 @@ int main(int argc, char** argv) {
     return static_cast<int>(evax::ExitCode::kUsage);
   } catch (const evax::Error& e) {
     // A preemption is a requested stop, not an error.
-    const bool preempted = e.exit_code() == evax::kExitPreempted;
+    const bool preempted = e.exit_code() == evax::ExitCode::kPreempted;
     std::cerr << (preempted ? "evax: " : "evax: error: ") << e.what() << "\n";
     return static_cast<int>(e.exit_code());
   } catch (const c10::Error& e) {

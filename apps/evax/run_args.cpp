@@ -94,12 +94,27 @@ void collect_origins(const Config& cfg, const YAML::Node& n, const std::string& 
 
 }  // namespace
 
-void record_run_context(const std::string& dir, const Config& cfg, const DistEnv& env) {
+void record_run_context(const std::string& dir, const Config& cfg, const DistEnv& env,
+                        const ConfigDecoder& decode) {
   // Where each value of config.yaml came from ("file:line" or "--set ..."), keyed by the path
   // with '/' (the report's key path); values not listed are the code's defaults.
   nlohmann::ordered_json origins = nlohmann::ordered_json::object();
   collect_origins(cfg, cfg.root(), "", &origins);
   write_file_atomic(dir + "/config_origins.json", origins.dump(2) + "\n");
+  if (decode) {
+    // Every key's default on this config's branch (the report marks the values that differ).
+    ConfigKeys keys;
+    cfg.record_keys(decode, &keys);
+    nlohmann::ordered_json defaults = nlohmann::ordered_json::object();
+    for (const auto& [path, k] : keys) {
+      if (k.type.empty() || k.free_form) continue;
+      std::string key = path;
+      std::replace(key.begin(), key.end(), '.', '/');
+      defaults[key] = k.required ? nlohmann::ordered_json(nullptr)
+                                 : nlohmann::ordered_json(k.defaults.empty() ? "" : k.defaults[0]);
+    }
+    write_file_atomic(dir + "/config_defaults.json", defaults.dump(2) + "\n");
+  }
 
   nlohmann::ordered_json e;
   e["evax"] = {{"version", EVAX_VERSION}, {"commit", EVAX_COMMIT}};
@@ -157,27 +172,28 @@ std::string finish_run(const std::string& dir, const std::string& state,
   }
 }
 
-std::string start_run(const RunArgs& a, const Config& cfg, const DistEnv& env) {
+std::string start_run(const RunArgs& a, const Config& cfg, const DistEnv& env,
+                      const ConfigDecoder& decode) {
   std::string dir = make_run_dir(a.run_dir, cfg.name());
   LogOptions lo;
   lo.file = dir + "/log.txt";
   lo.level = log_level_from_string(a.log_level);
   log_init(lo);
   write_file_atomic(dir + "/config.yaml", cfg.dump());
-  record_run_context(dir, cfg, env);
+  record_run_context(dir, cfg, env, decode);
   log_info("run directory: ", dir);
   return dir;
 }
 
 DistRun start_distributed_run(const RunArgs& a, const Config& cfg, const CommOptions& comm,
-                              const std::string& command) {
+                              const std::string& command, const ConfigDecoder& decode) {
   DistRun r;
   r.env = dist_env_from_environment();
   if (r.env.world_size > 1 && a.run_dir.empty())
     raise<UsageError>("evax ", command, ": distributed runs need --run-dir (all ranks must agree on it)");
   if (r.env.world_size > 1) r.comm = comm_create(r.env, comm);
   if (r.env.rank == 0) {
-    r.dir = start_run(a, cfg, r.env);
+    r.dir = start_run(a, cfg, r.env, decode);
   } else {
     r.dir = a.run_dir;
     LogOptions lo;

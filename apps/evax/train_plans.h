@@ -45,6 +45,9 @@ FinetunePlan finetune_plan(Config& cfg);
 /// Decodes a segmentation config: model, segment, data, loss, eval, ema and the shared settings.
 SegmentPlan segment_plan(Config& cfg);
 
+/// What `evax demo` reads on top of synth and pretraining: its stages' config files.
+void demo_stage_keys(Config& cfg);
+
 /// Builds the task and runs the trainer in `dir` (rank 0 writes).
 FitResult pretrain_execute(const PretrainPlan& p, const std::string& dir, const DistEnv& env,
                            Comm* comm, const std::string& config_yaml);
@@ -114,7 +117,8 @@ int run_train_command(const Args& args, const std::string& name, const std::stri
   // Before any work, and unknown keys before bad values: a typo never runs with defaults.
   Plan pl = cfg.decode_all(plan);
   pl.run.trainer.max_steps(max_steps).resume(resume);
-  DistRun run = start_distributed_run(ra, cfg, pl.run.comm, name);
+  DistRun run =
+      start_distributed_run(ra, cfg, pl.run.comm, name, [plan](Config& c) { plan(c); });
   const bool main_rank = run.env.rank == 0;
   if (main_rank) run_status_write(run.dir, "running");
   try {

@@ -271,3 +271,61 @@ TEST_CASE("decode_all raises the first value error once the keys are valid") {
   Config h = Config::parse("target: {kind: pixels}\nextra: 1\n", "h.yaml");
   CHECK_THAT(error_of([&] { h.decode_all(decode_target); }), Contains("unknown key `extra`"));
 }
+
+TEST_CASE("record_keys collects each key's type, defaults, required flag, rules and description") {
+  // A decoder with a branch: `mode: b` reads one more key, with another default for `x`.
+  auto decode = [](Config& c) {
+    const std::string mode = c.get<std::string>("mode", "a", "which branch");
+    c.check("mode", mode == "a" || mode == "b", "must be a or b");
+    const double x = c.get<double>("x", mode == "a" ? 0.5 : 2.0, "a number");
+    c.check("x", x > 0, "must be > 0");
+    c.require<std::string>("path", "a file");
+    c.get<std::vector<int64_t>>("sizes", {16, 32});
+    c.mark_known("extra", "free-form settings");
+    if (mode == "b") c.get<bool>("b.flag", true, "only in mode b");
+    return 0;
+  };
+  evax::ConfigKeys keys;
+  Config().record_keys(decode, &keys);  // the defaults: no throw for the missing required key
+  REQUIRE(keys.size() == 5);
+  CHECK(keys.at("mode").type == "string");
+  CHECK(keys.at("mode").defaults == std::vector<std::string>{"a"});
+  CHECK(keys.at("mode").rules == std::vector<std::string>{"must be a or b"});
+  CHECK(keys.at("mode").doc == "which branch");
+  CHECK(keys.at("x").type == "float");
+  CHECK(keys.at("x").defaults == std::vector<std::string>{"0.5"});
+  CHECK(keys.at("path").required);
+  CHECK(keys.at("path").defaults.empty());
+  CHECK(keys.at("sizes").type == "list of int");
+  CHECK(keys.at("sizes").defaults == std::vector<std::string>{"[16, 32]"});
+  CHECK(keys.at("sizes").doc.empty());
+  CHECK(keys.at("extra").free_form);
+  // A config that takes the other branch adds its key and the other default; a failed check on it
+  // (x = -1) does not stop the recording.
+  Config::parse("mode: b\nx: -1\n", "t.yaml").record_keys(decode, &keys);
+  CHECK(keys.at("b.flag").type == "bool");
+  CHECK(keys.at("b.flag").defaults == std::vector<std::string>{"true"});
+  CHECK(keys.at("x").defaults == std::vector<std::string>{"0.5", "2.0"});
+  // Recording leaves the config itself untouched: its unknown keys are still rejected.
+  Config c = Config::parse("mode: a\nwhat: 1\npath: p\n", "t.yaml");
+  c.record_keys(decode, &keys);
+  CHECK_THAT(error_of([&] { c.decode_all(decode); }), Contains("unknown key `what`"));
+}
+
+TEST_CASE("defaults are recorded as YAML text that reads back to the same value") {
+  using evax::config_detail::yaml_text;
+  CHECK(yaml_text(1.5e-3) == "0.0015");
+  CHECK(yaml_text(0.1) == "0.1");
+  CHECK(yaml_text(3.0) == "3.0");
+  CHECK(yaml_text(1e-12) == "1e-12");
+  CHECK(yaml_text(std::string("")) == "\"\"");
+  CHECK(yaml_text(std::string("cosine")) == "cosine");
+  CHECK(yaml_text(std::string("true")) == "\"true\"");
+  CHECK(yaml_text(std::string("1e3")) == "\"1e3\"");
+  CHECK(yaml_text(std::string("a: b")) == "\"a: b\"");
+  for (double v : {0.1, 1.0 / 3.0, 6e-5, 0.999, 224.0}) {
+    double back = 0;
+    REQUIRE(YAML::convert<double>::decode(YAML::Load(yaml_text(v)), back));
+    CHECK(back == v);
+  }
+}

@@ -226,6 +226,23 @@ TEST_CASE("report: config values show their origin, the environment is listed") 
   CHECK(html.find("<th>libtorch</th><td>2.12.1</td>") != std::string::npos);
 }
 
+TEST_CASE("report: with the recorded defaults, values that differ are marked and the rest listed") {
+  test::TempDir tmp("report");
+  const std::string dir = test::make_report_fixture(tmp / "run");
+  // lr 0.001 equals its default written 1e-3 (numbers compare by value); epochs 3 differs from 1;
+  // warmup_epochs is not in config.yaml: it takes its default.
+  write_file_atomic(dir + "/config_defaults.json",
+                    R"({"optimizer/lr": "1e-3", "train/epochs": "1", "train/warmup_epochs": "0.5"})");
+  const std::string html = report_html(dir);
+  CHECK(html.find("<tr><td><code>optimizer.lr</code></td><td><code>0.001</code></td><td><code>1e-3"
+                  "</code></td><td>--set optimizer.lr=0.001</td></tr>") != std::string::npos);
+  CHECK(html.find("<tr class=\"headline\"><td><code>train.epochs</code></td><td><code>3</code></td>"
+                  "<td><code>1</code></td><td>configs/x.yaml:7</td></tr>") != std::string::npos);
+  CHECK(html.find("Keys at their defaults (1)") != std::string::npos);
+  CHECK(html.find("<td><code>train.warmup_epochs</code></td><td><code>0.5</code></td>") !=
+        std::string::npos);
+}
+
 TEST_CASE("report: the run's state comes from status.json, else from its checkpoints") {
   test::TempDir tmp("report");
   const std::string dir = test::make_report_fixture(tmp / "run");

@@ -58,10 +58,20 @@ TEST_CASE("a training run records its origins, environment and state and ends wi
   CHECK(env["libtorch"].get<std::string>().size() >= 3);
   CHECK(env["evax"]["commit"].get<std::string>() != "");
   CHECK_THAT(env["command"].get<std::string>(), Contains("teacher --config"));
+  // Every key the teacher command reads, with its default (null: required).
+  const json defaults = json::parse(read_file(dir + "/config_defaults.json"));
+  CHECK(defaults["model/depth"] == "0");
+  CHECK(defaults["loss/pos_weight"] == "1.0");
+  CHECK(defaults["data/manifest"].is_null());
+  CHECK(defaults.contains("optimizer/lr"));
   const std::string html = read_file(dir + "/report.html");
   CHECK_THAT(html, Contains("<span class=\"badge finished\">finished</span>") &&
                        Contains("--set model.depth=1") && Contains("dense teacher") &&
                        Contains("aria-label=\"loss\""));
+  // The value that differs from its default is marked, with the default beside it.
+  CHECK_THAT(html, Contains("<tr class=\"headline\"><td><code>model.depth</code></td><td><code>1"
+                            "</code></td><td><code>0</code></td><td>--set model.depth=1</td></tr>"));
+  CHECK_THAT(html, Contains("Keys at their defaults ("));
 }
 
 TEST_CASE("a run that stops on an error is marked stopped, with the error, in its report") {

@@ -42,59 +42,97 @@ EvalHookOptions classify_eval_defaults() { return EvalHookOptions().metric("mauc
 ClassifyOptions classify_options_from_config(Config& cfg) {
   ClassifyOptions o;
   auto m = cfg.view("model");
-  o.model.model(m.get<std::string>("name", o.model.model()));
+  o.model.model(m.get<std::string>(
+      "name", o.model.model(), "registered architecture to finetune, e.g. eva_x_small_patch16"));
   model_options(o.model.model());  // validates the name early
-  o.model.depth(m.get<int64_t>("depth", 0));
+  o.model.depth(m.get<int64_t>(
+      "depth", 0,
+      "number of transformer blocks, overriding the architecture's (small experiments)"));
   m.check("depth", o.model.depth() >= 0, "must be >= 0 (0 = the model's own depth)");
-  o.model.drop_path(m.get<double>("drop_path", o.model.drop_path()));
+  o.model.drop_path(m.get<double>("drop_path", o.model.drop_path(),
+                                  "stochastic depth rate of the last block; block i gets "
+                                  "i/(depth-1) of it (EVA-X's --drop_path)"));
   m.check("drop_path", o.model.drop_path() >= 0 && o.model.drop_path() < 1, "must be in [0, 1)");
-  o.init = m.get<std::string>("init", o.init);
+  o.init = m.get<std::string>(
+      "init", o.init,
+      "initial weights: an EVA-X MIM .pt or *_ft.pth, a timm-named file, an evax checkpoint or "
+      "run directory; empty = from scratch");
 
   auto f = cfg.view("finetune");
-  o.mode = f.get<std::string>("mode", o.mode);
+  o.mode = f.get<std::string>(
+      "mode", o.mode, "full finetuning, or linear probing of the head on a frozen backbone");
   f.check("mode", o.mode == "full" || o.mode == "linear", "must be full or linear");
-  o.layer_decay = f.get<double>("layer_decay", o.layer_decay);
+  o.layer_decay = f.get<double>("layer_decay", o.layer_decay,
+                                "each layer's learning rate is this times the next one's, the "
+                                "head's at full lr (EVA-X's --layer_decay)");
   f.check("layer_decay", o.layer_decay > 0 && o.layer_decay <= 1, "must be in (0, 1]");
 
   auto d = cfg.view("data");
-  o.manifest = d.get<std::string>("manifest", o.manifest);
+  o.manifest = d.get<std::string>(
+      "manifest", o.manifest, "manifest CSV of image paths, splits and label columns");
   for (const char* s : kSplits) {
-    const std::string root = d.get<std::string>(std::string("folders.") + s, "");
+    const std::string root =
+        d.get<std::string>(std::string("folders.") + s, "",
+                           "root of this split's class-per-folder image tree (one folder per "
+                           "class), instead of a manifest");
     if (!root.empty()) o.folders[s] = root;
   }
   d.check("manifest", o.manifest.empty() != o.folders.empty(),
           "set exactly one of data.manifest (a manifest CSV) and data.folders (class-per-folder "
           "trees by split)");
-  o.classes = d.get<std::vector<std::string>>("classes", o.classes);
-  const std::string kind = d.get<std::string>("task", "multilabel");
+  o.classes = d.get<std::vector<std::string>>(
+      "classes", o.classes,
+      "label columns to train on, in output order; empty = every label column (or class folder)");
+  const std::string kind = d.get<std::string>(
+      "task", "multilabel",
+      "multilabel (a sigmoid and BCE per class) or multiclass (softmax cross-entropy, e.g. "
+      "COVIDx)");
   d.check("task", kind == "multilabel" || kind == "multiclass", "must be multilabel or multiclass");
   o.multiclass = kind == "multiclass";
-  o.train_split = d.get<std::string>("train_split", o.train_split);
+  o.train_split = d.get<std::string>("train_split", o.train_split, "split trained on");
   d.check("train_split", is_split(o.train_split), "must be train, val or test");
-  const std::string missing = d.get<std::string>("missing", "ignore");
+  const std::string missing =
+      d.get<std::string>("missing", "ignore", "what a missing label (empty cell) becomes");
   d.check("missing", missing == "ignore" || missing == "zeros",
           "must be ignore (masked out of the loss) or zeros (EVA-X)");
   o.missing_as_zero = missing == "zeros";
-  o.uncertain.policy = d.get<std::string>("uncertain.policy", o.uncertain.policy);
+  o.uncertain.policy =
+      d.get<std::string>("uncertain.policy", o.uncertain.policy,
+                         "what an uncertain (-1) label of a class not in data.uncertain.ones "
+                         "becomes: 0, 1, masked out, or an error");
   const auto& up = o.uncertain.policy;
   d.check("uncertain.policy", up == "zeros" || up == "ones" || up == "ignore" || up == "error",
           "must be zeros, ones, ignore or error");
-  o.uncertain.ones = d.get<std::vector<std::string>>("uncertain.ones", o.uncertain.ones);
-  o.uncertain.smooth = d.get<bool>("uncertain.smooth", o.uncertain.smooth);
-  o.model.img_size(d.get<int64_t>("img_size", o.model.img_size()));
+  o.uncertain.ones = d.get<std::vector<std::string>>(
+      "uncertain.ones", o.uncertain.ones,
+      "classes whose uncertain labels become 1 whatever the policy (U-Ones; CheXpert: Atelectasis, "
+      "Edema)");
+  o.uncertain.smooth = d.get<bool>(
+      "uncertain.smooth", o.uncertain.smooth,
+      "train on one seeded value per class for uncertain labels, U(0.7, 0.8) if U-Ones, else "
+      "U(0.2, 0.3) (EVA-X's --use_smooth_label)");
+  o.model.img_size(d.get<int64_t>("img_size", o.model.img_size(),
+                                  "input side in pixels (EVA-X's --input_size)"));
   d.check("img_size", o.model.img_size() >= 16 && o.model.img_size() % 16 == 0,
           "must be a positive multiple of 16");
-  o.train_transform = d.get<std::string>("train_transform", o.train_transform);
+  o.train_transform = d.get<std::string>(
+      "train_transform", o.train_transform,
+      "transform of training images; resize_crop is the evaluation transform (EVA-X's CheXpert and "
+      "COVIDx runs)");
   d.check("train_transform", o.train_transform == "augment" || o.train_transform == "resize_crop",
           "must be augment (RandomResizedCrop + flip + RandAugment) or resize_crop");
   for (const char* k : {"augment.size", "augment.mean", "augment.std"})
     d.check(k, !d.has(k), "is set by data.img_size / data.mean / data.std");
   o.augment = classify_augment_options_from_config(d.at("augment"));
-  o.crop_pct = d.get<double>("crop_pct", eval_crop_pct(o.model.img_size()));
+  o.crop_pct = d.get<double>("crop_pct", eval_crop_pct(o.model.img_size()),
+                             "evaluation crop: shorter side resized to img_size / crop_pct, then "
+                             "centre crop (default 0.875 up to 224 px, else 1)");
   d.check("crop_pct", o.crop_pct > 0 && o.crop_pct <= 1, "must be in (0, 1]");
   const InputSpec in = model_input_spec(o.model.model());
-  o.mean = d.get<double>("mean", in.mean);
-  o.std = d.get<double>("std", in.std);
+  o.mean = d.get<double>("mean", in.mean,
+                         "normalisation mean of the [0, 1] grey values (default: the model's own)");
+  o.std = d.get<double>("std", in.std,
+                        "normalisation standard deviation (default: the model's own)");
   d.check("std", o.std > 0, "must be > 0");
   o.augment.size = o.model.img_size();
   o.augment.mean = o.mean;
@@ -104,17 +142,26 @@ ClassifyOptions classify_options_from_config(Config& cfg) {
   if (!d.has("loader.drop_last_batch")) o.loader.drop_last_batch = true;
 
   auto l = cfg.view("loss");
-  o.smoothing = l.get<double>("smoothing", o.smoothing);
+  o.smoothing = l.get<double>("smoothing", o.smoothing,
+                              "label smoothing: BCE targets move towards 0.5, cross-entropy "
+                              "spreads it over the classes (EVA-X runs: 0)");
   l.check("smoothing", o.smoothing >= 0 && o.smoothing < 1, "must be in [0, 1)");
 
   auto e = cfg.view("eval");
-  o.eval_split = e.get<std::string>("split", o.eval_split);
+  o.eval_split = e.get<std::string>(
+      "split", o.eval_split,
+      "split evaluated during training for model selection (EVA-X selects on test)");
   e.check("split", is_split(o.eval_split), "must be train, val or test");
-  o.test_split = e.get<std::string>("test_split", o.test_split);
+  o.test_split = e.get<std::string>("test_split", o.test_split,
+                                    "split `evax evaluate` scores without --split");
   e.check("test_split", is_split(o.test_split), "must be train, val or test");
-  o.eval_batch_size = e.get<int64_t>("batch_size", o.eval_batch_size);
+  o.eval_batch_size =
+      e.get<int64_t>("batch_size", o.eval_batch_size, "evaluation batch size per rank");
   e.check("batch_size", o.eval_batch_size >= 1, "must be >= 1");
-  o.auc_scores = e.get<std::string>("auc_scores", o.auc_scores);
+  o.auc_scores = e.get<std::string>(
+      "auc_scores", o.auc_scores,
+      "scores of a multiclass model for AUC and predictions.csv: softmax probabilities or each "
+      "logit's sigmoid (EVA-X)");
   e.check("auc_scores", o.auc_scores == "softmax" || o.auc_scores == "sigmoid",
           "must be softmax or sigmoid");
 

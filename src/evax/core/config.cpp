@@ -1,6 +1,9 @@
 #include "evax/core/config.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cctype>
 #include <filesystem>
 #include <fstream>
@@ -253,13 +256,30 @@ void Config::note_known(const std::string& path) {
 
 bool Config::has(const std::string& path) {
   note_known(path);
+  if (record_) record(path, "", "", false, nullptr);
   YAML::Node n = find(path);
   return n.IsDefined() && !n.IsNull();
 }
 
-void Config::mark_known(const std::string& path) {
+void Config::mark_known(const std::string& path, const char* doc) {
   note_known(path);
   free_.insert(path);
+  if (record_) {
+    record(path, "map", "", false, doc);
+    (*record_)[path].free_form = true;
+  }
+}
+
+void Config::record(const std::string& path, std::string type, std::string dflt, bool required,
+                    const char* doc) const {
+  ConfigKey& k = (*record_)[path];
+  k.path = path;
+  if (!type.empty()) k.type = std::move(type);
+  if (!required && !dflt.empty() &&
+      std::find(k.defaults.begin(), k.defaults.end(), dflt) == k.defaults.end())
+    k.defaults.push_back(std::move(dflt));
+  k.required = k.required || required;
+  if (doc && *doc && k.doc.empty()) k.doc = doc;
 }
 
 std::string Config::origin(const std::string& path) const {
@@ -291,6 +311,11 @@ void Config::require_failed(const std::string& path, bool empty) const {
 }
 
 void Config::check(const std::string& path, bool ok, const std::string& what) const {
+  if (record_) {
+    ConfigKey& k = (*record_)[path];
+    k.path = path;
+    if (std::find(k.rules.begin(), k.rules.end(), what) == k.rules.end()) k.rules.push_back(what);
+  }
   if (ok) return;
   fail(ConfigError(str_cat(origin(path), ": `", path, "` = ", render(find(path)), ": ", what)));
 }
@@ -341,6 +366,9 @@ std::string Config::dump() const {
 // --- ConfigView ----------------------------------------------------------------------------------
 
 bool ConfigView::has(const std::string& key) const { return cfg_->has(path(key)); }
+void ConfigView::mark_known(const std::string& key, const char* doc) const {
+  cfg_->mark_known(path(key), doc);
+}
 ConfigView ConfigView::at(const std::string& key) const { return ConfigView(cfg_, path(key)); }
 void ConfigView::check(const std::string& key, bool ok, const std::string& what) const {
   cfg_->check(path(key), ok, what);
@@ -415,6 +443,55 @@ const char* type_name(int*) { return "an integer"; }
 const char* type_name(int64_t*) { return "an integer"; }
 const char* type_name(double*) { return "a number"; }
 const char* type_name(std::string*) { return "a string"; }
+const char* short_type_name(bool*) { return "bool"; }
+const char* short_type_name(int*) { return "int"; }
+const char* short_type_name(int64_t*) { return "int"; }
+const char* short_type_name(double*) { return "float"; }
+const char* short_type_name(std::string*) { return "string"; }
+std::string yaml_text(bool v) { return v ? "true" : "false"; }
+std::string yaml_text(int v) { return std::to_string(v); }
+std::string yaml_text(int64_t v) { return std::to_string(v); }
+std::string yaml_text(double v) {
+  if (std::isinf(v)) return v > 0 ? ".inf" : "-.inf";
+  if (std::isnan(v)) return ".nan";
+  // The shortest text that reads back as the same double; integral values keep a ".0".
+  char buf[40];
+  for (int prec = 1; prec <= 17; ++prec) {
+    std::snprintf(buf, sizeof buf, "%.*g", prec, v);
+    if (std::strtod(buf, nullptr) == v) break;
+  }
+  std::string s = buf;
+  // Plain decimals for everyday magnitudes (300.0, not 3e+02).
+  if (s.find('e') != std::string::npos && std::fabs(v) >= 1e-4 && std::fabs(v) < 1e15) {
+    for (int dec = 0; dec <= 20; ++dec) {
+      std::snprintf(buf, sizeof buf, "%.*f", dec, v);
+      if (std::strtod(buf, nullptr) == v) break;
+    }
+    s = buf;
+  }
+  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+  return s;
+}
+std::string yaml_text(const std::string& v) {
+  if (v.empty()) return "\"\"";
+  // Plain when YAML would read it back as this same string.
+  YAML::Node n;
+  try {
+    n = YAML::Load(v);
+  } catch (const YAML::Exception&) {
+    n = YAML::Node();
+  }
+  if (n.IsScalar() && n.Scalar() == v && n.Tag() != "!" ) {
+    bool bool_or_num = false;
+    bool b;
+    double d;
+    if (YAML::convert<bool>::decode(n, b) || YAML::convert<double>::decode(n, d)) bool_or_num = true;
+    if (!bool_or_num && v != "~" && v != "null") return v;
+  }
+  YAML::Emitter e;
+  e << YAML::DoubleQuoted << v;
+  return e.c_str();
+}
 
 }  // namespace config_detail
 }  // namespace evax

@@ -10,6 +10,9 @@
 //
 // Commands decode through decode_all, which reports unknown keys before any value error:
 //   Plan plan = cfg.decode_all([](Config& c) { return plan_from_config(c); });
+//
+// Every read may carry a one-line description; record_keys runs a decoder as a probe and collects
+// each key's type, default, rules and description (`evax config --reference` prints them).
 #pragma once
 
 #include <yaml-cpp/yaml.h>
@@ -28,15 +31,29 @@ namespace evax {
 
 class Config;
 
+/// One key a decoder reads, as a recording probe saw it (Config::record_keys).
+struct ConfigKey {
+  std::string path;                   ///< dotted YAML path
+  std::string type;                   ///< bool, int, float, string, list of ..., map ("" = presence)
+  std::vector<std::string> defaults;  ///< the fallback as YAML text, each distinct one seen
+  bool required = false;              ///< read with require(): no default
+  bool free_form = false;             ///< a section whose keys are not checked (mark_known)
+  std::vector<std::string> rules;     ///< what check() demands of the value
+  std::string doc;                    ///< the decoder's one-line description
+};
+/// Recorded keys by path (sorted).
+using ConfigKeys = std::map<std::string, ConfigKey>;
+
 /// A view of one map of a Config at a dotted prefix; keys are relative to it.
 class ConfigView {
  public:
   ConfigView(Config* cfg, std::string prefix) : cfg_(cfg), prefix_(std::move(prefix)) {}
   template <class T>
-  T get(const std::string& key, const T& fallback) const;
+  T get(const std::string& key, const T& fallback, const char* doc = nullptr) const;
   template <class T>
-  T require(const std::string& key) const;
+  T require(const std::string& key, const char* doc = nullptr) const;
   bool has(const std::string& key) const;
+  void mark_known(const std::string& key, const char* doc = nullptr) const;
   ConfigView at(const std::string& key) const;
   void check(const std::string& key, bool ok, const std::string& what) const;
   std::string path(const std::string& key) const { return prefix_.empty() ? key : prefix_ + "." + key; }
@@ -60,18 +77,19 @@ class Config {
   /// Applies `a.b.c=value`; the value is read as YAML (numbers, bools, `[1, 2]` lists, strings).
   void apply_override(const std::string& assignment);
 
-  /// Value at a dotted path, or `fallback` when absent. Records the key as known.
+  /// Value at a dotted path, or `fallback` when absent. Records the key as known; `doc` is its
+  /// one-line description for the reference.
   template <class T>
-  T get(const std::string& path, const T& fallback);
+  T get(const std::string& path, const T& fallback, const char* doc = nullptr);
   /// Value at a dotted path; ConfigError when absent, null or (for strings) empty.
   template <class T>
-  T require(const std::string& path);
+  T require(const std::string& path, const char* doc = nullptr);
   /// True when the dotted path is present (also records it as known).
   bool has(const std::string& path);
   /// Raises a ConfigError naming path, origin and value unless `ok`. `what` says what is required.
   void check(const std::string& path, bool ok, const std::string& what) const;
   /// Marks a whole subtree as known (free-form sections).
-  void mark_known(const std::string& path);
+  void mark_known(const std::string& path, const char* doc = nullptr);
   /// Raises a ConfigError for the first key that no decoder asked for, with the closest valid key.
   void reject_unknown() const;
   /// Runs `decode(*this)` (reads every key through its argument with get/require/has, validates
@@ -82,6 +100,12 @@ class Config {
   /// required keys read as T{}) are added, and an unknown key among the rest is raised instead.
   template <class F>
   std::decay_t<std::invoke_result_t<F&, Config&>> decode_all(F&& decode);
+
+  /// Runs `decode` as a probe on a copy of this config (failed checks and missing required keys
+  /// do not throw; required keys read as T{}) and adds every key it reads to `keys`. On an empty
+  /// config it follows the defaults' branches; a shipped config reaches the branches it selects.
+  template <class F>
+  void record_keys(F&& decode, ConfigKeys* keys) const;
 
   ConfigView view(const std::string& prefix = "") { return ConfigView(this, prefix); }
   /// The resolved tree as YAML text (what `config.yaml` in a run directory holds).
@@ -102,6 +126,9 @@ class Config {
   /// Throws `e`, except on a probe.
   void fail(const ConfigError& e) const;
   void require_failed(const std::string& path, bool empty) const;
+  /// Adds what a read saw to record_ (only on a recording probe).
+  void record(const std::string& path, std::string type, std::string dflt, bool required,
+              const char* doc) const;
 
   YAML::Node root_;
   std::map<std::string, std::string> origins_;
@@ -109,6 +136,7 @@ class Config {
   std::set<std::string> free_;
   std::string name_;
   bool probe_ = false;  // decode_all's key-collecting run on defaults: fail() does not throw
+  ConfigKeys* record_ = nullptr;  // record_keys' collection (probe runs only)
 
   friend class ConfigLoader;
 };
@@ -135,6 +163,36 @@ const char* type_name(int*);
 const char* type_name(int64_t*);
 const char* type_name(double*);
 const char* type_name(std::string*);
+// Short names and YAML text of defaults, for the reference.
+const char* short_type_name(bool*);
+const char* short_type_name(int*);
+const char* short_type_name(int64_t*);
+const char* short_type_name(double*);
+const char* short_type_name(std::string*);
+std::string yaml_text(bool v);
+std::string yaml_text(int v);
+std::string yaml_text(int64_t v);
+std::string yaml_text(double v);
+std::string yaml_text(const std::string& v);
+template <class T>
+std::string short_type() {
+  if constexpr (IsVector<T>::value) {
+    using V = typename IsVector<T>::value_type;
+    return std::string("list of ") + short_type_name((V*)nullptr);
+  } else {
+    return short_type_name((T*)nullptr);
+  }
+}
+template <class T>
+std::string yaml_text_of(const T& v) {
+  if constexpr (IsVector<T>::value) {
+    std::string s = "[";
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + yaml_text(v[i]);
+    return s + "]";
+  } else {
+    return yaml_text(v);
+  }
+}
 }  // namespace config_detail
 
 template <class T>
@@ -159,16 +217,19 @@ T Config::decode(const std::string& path, const YAML::Node& n) const {
 }
 
 template <class T>
-T Config::get(const std::string& path, const T& fallback) {
+T Config::get(const std::string& path, const T& fallback, const char* doc) {
   note_known(path);
+  if (record_)
+    record(path, config_detail::short_type<T>(), config_detail::yaml_text_of(fallback), false, doc);
   YAML::Node n = find(path);
   if (!n.IsDefined() || n.IsNull()) return fallback;
   return decode<T>(path, n);
 }
 
 template <class T>
-T Config::require(const std::string& path) {
+T Config::require(const std::string& path, const char* doc) {
   note_known(path);
+  if (record_) record(path, config_detail::short_type<T>(), "", true, doc);
   YAML::Node n = find(path);
   if (!n.IsDefined() || n.IsNull()) {
     require_failed(path, false);
@@ -206,13 +267,24 @@ std::decay_t<std::invoke_result_t<F&, Config&>> Config::decode_all(F&& decode) {
   return out;
 }
 
+template <class F>
+void Config::record_keys(F&& decode, ConfigKeys* keys) const {
+  Config probe = *this;
+  probe.probe_ = true;
+  probe.record_ = keys;
+  try {
+    decode(probe);
+  } catch (const Error&) {  // a value of the wrong type: keep what it read up to there
+  }
+}
+
 template <class T>
-T ConfigView::get(const std::string& key, const T& fallback) const {
-  return cfg_->get<T>(path(key), fallback);
+T ConfigView::get(const std::string& key, const T& fallback, const char* doc) const {
+  return cfg_->get<T>(path(key), fallback, doc);
 }
 template <class T>
-T ConfigView::require(const std::string& key) const {
-  return cfg_->require<T>(path(key));
+T ConfigView::require(const std::string& key, const char* doc) const {
+  return cfg_->require<T>(path(key), doc);
 }
 
 }  // namespace evax

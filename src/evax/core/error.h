@@ -17,6 +17,7 @@ enum class ExitCode : int {
   kData = 3,         ///< unreadable or invalid input data
   kDist = 4,         ///< distributed peer failure: a rank died, timed out or could not be reached
   kOutOfMemory = 5,  ///< out of GPU or host memory (smaller batch, smaller images or bf16)
+  kPreempted = 6,    ///< SIGTERM/SIGUSR1 stopped training after a checkpoint (--resume auto)
 };
 
 /// Base of every evax error. `what()` is one line meant for the user.

@@ -80,23 +80,39 @@ Batch collate(const std::vector<Sample>& samples) {
 
 LoaderOptions loader_options_from_config(const ConfigView& cfg) {
   LoaderOptions o;
-  o.batch_size = cfg.get<int64_t>("batch_size", o.batch_size);
+  o.batch_size = cfg.get<int64_t>("batch_size", o.batch_size,
+                                  "images per batch on each rank (EVA-X's --batch_size); an "
+                                  "optimizer step sees batch_size × ranks × accum_steps");
   cfg.check("batch_size", o.batch_size > 0, "must be > 0");
-  o.workers = cfg.get<int>("workers", o.workers);
+  o.workers = cfg.get<int>("workers", o.workers, "loading threads; 0 loads in the training thread");
   cfg.check("workers", o.workers >= 0, "must be >= 0");
-  o.prefetch = cfg.get<int>("prefetch", o.prefetch);
+  o.prefetch = cfg.get<int>("prefetch", o.prefetch,
+                            "batches built ahead of the training loop (in flight, not yet used)");
   cfg.check("prefetch", o.prefetch >= 1, "must be >= 1");
-  const int64_t seed = cfg.get<int64_t>("seed", static_cast<int64_t>(o.seed));
+  const int64_t seed = cfg.get<int64_t>("seed", static_cast<int64_t>(o.seed),
+                                        "seed of the data order, data_pct subset, augmentation and "
+                                        "initial weights; absent: the top-level seed");
   cfg.check("seed", seed >= 0, "must be >= 0");
   o.seed = static_cast<uint64_t>(seed);
-  o.shuffle = cfg.get<bool>("shuffle", o.shuffle);
-  o.drop_last = cfg.get<bool>("drop_last", o.drop_last);
-  o.drop_last_batch = cfg.get<bool>("drop_last_batch", o.drop_last_batch);
-  o.data_pct = cfg.get<double>("data_pct", o.data_pct);
+  o.shuffle = cfg.get<bool>("shuffle", o.shuffle,
+                            "reshuffle the samples every epoch; false: dataset order");
+  o.drop_last = cfg.get<bool>("drop_last", o.drop_last,
+                              "truncate each epoch to a multiple of the rank count instead of "
+                              "padding it (DistributedSampler's drop_last)");
+  o.drop_last_batch = cfg.get<bool>(
+      "drop_last_batch", o.drop_last_batch,
+      "drop each epoch's final incomplete batch (DataLoader's drop_last; EVA-X training: true)");
+  o.data_pct = cfg.get<double>("data_pct", o.data_pct,
+                               "fraction of the samples kept, a seeded subset cycled so epochs "
+                               "keep their full length (EVA-X's --data_pct)");
   cfg.check("data_pct", o.data_pct > 0 && o.data_pct <= 1, "must lie in (0, 1]");
-  o.epoch_length = cfg.get<int64_t>("epoch_length", o.epoch_length);
+  o.epoch_length = cfg.get<int64_t>("epoch_length", o.epoch_length,
+                                    "samples per epoch over all ranks, cut from an endless stream "
+                                    "of reshuffled passes (CheXpert-style fake epochs)");
   cfg.check("epoch_length", o.epoch_length >= 0, "must be >= 0 (0 = dataset length)");
-  const std::string bad = cfg.get<std::string>("bad_files", "error");
+  const std::string bad = cfg.get<std::string>("bad_files", "error",
+                                               "an unreadable sample: error stops the run, skip "
+                                               "loads the next valid one (counted, reported)");
   cfg.check("bad_files", bad == "error" || bad == "skip", "must be \"error\" or \"skip\"");
   o.bad_files = bad == "skip" ? BadFilePolicy::kSkip : BadFilePolicy::kError;
   return o;

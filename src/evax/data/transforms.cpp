@@ -30,8 +30,8 @@ torch::Tensor interpolate(const torch::Tensor& chw, int64_t h, int64_t w, bool n
   return F::interpolate(chw.unsqueeze(0), opts).squeeze(0);
 }
 
-Range range_from(const ConfigView& cfg, const std::string& key, Range fallback) {
-  const auto v = cfg.get<std::vector<double>>(key, {fallback.lo, fallback.hi});
+Range range_from(const ConfigView& cfg, const std::string& key, Range fallback, const char* doc) {
+  const auto v = cfg.get<std::vector<double>>(key, {fallback.lo, fallback.hi}, doc);
   cfg.check(key, v.size() == 2 && v[0] > 0 && v[0] <= v[1], "must be [lo, hi] with 0 < lo <= hi");
   return {v[0], v[1]};
 }
@@ -169,20 +169,34 @@ TwoViews two_view_crop(const torch::Tensor& chw, Rng& rng, const TwoViewOptions&
 
 TwoViewOptions two_view_options_from_config(const ConfigView& cfg) {
   TwoViewOptions o;
-  o.student_size = cfg.get<int64_t>("student_size", o.student_size);
+  o.student_size =
+      cfg.get<int64_t>("student_size", o.student_size, "side in pixels of the student (ViT) input");
   cfg.check("student_size", o.student_size > 0, "must be > 0");
-  o.teacher_size = cfg.get<int64_t>("teacher_size", o.teacher_size);
+  o.teacher_size =
+      cfg.get<int64_t>("teacher_size", o.teacher_size,
+                       "side in pixels of the teacher (MGCA) input, from the same crop");
   cfg.check("teacher_size", o.teacher_size > 0, "must be > 0");
-  o.scale = range_from(cfg, "scale", o.scale);
+  o.scale = range_from(cfg, "scale", o.scale,
+                       "[lo, hi] area of the random crop as a fraction of the image");
   cfg.check("scale", o.scale.hi <= 1.0, "must lie in (0, 1]");
-  o.ratio = range_from(cfg, "ratio", o.ratio);
-  o.flip_p = cfg.get<double>("flip_p", o.flip_p);
+  o.ratio = range_from(cfg, "ratio", o.ratio,
+                       "[lo, hi] aspect ratio (width / height) of the random crop");
+  o.flip_p = cfg.get<double>("flip_p", o.flip_p,
+                             "probability of a horizontal flip (one decision for both views)");
   cfg.check("flip_p", o.flip_p >= 0 && o.flip_p <= 1, "must lie in [0, 1]");
-  o.student_mean = cfg.get<double>("student_mean", o.student_mean);
-  o.student_std = cfg.get<double>("student_std", o.student_std);
+  o.student_mean =
+      cfg.get<double>("student_mean", o.student_mean,
+                      "mean subtracted from the student input's [0, 1] pixels (default: EVA-X's)");
+  o.student_std = cfg.get<double>(
+      "student_std", o.student_std,
+      "standard deviation the student input is divided by after the mean (default: EVA-X's)");
   cfg.check("student_std", o.student_std > 0, "must be > 0");
-  o.teacher_mean = cfg.get<double>("teacher_mean", o.teacher_mean);
-  o.teacher_std = cfg.get<double>("teacher_std", o.teacher_std);
+  o.teacher_mean =
+      cfg.get<double>("teacher_mean", o.teacher_mean,
+                      "mean subtracted from the teacher input's [0, 1] pixels (default: MGCA's)");
+  o.teacher_std = cfg.get<double>(
+      "teacher_std", o.teacher_std,
+      "standard deviation the teacher input is divided by after the mean (default: MGCA's)");
   cfg.check("teacher_std", o.teacher_std > 0, "must be > 0");
   return o;
 }
@@ -201,14 +215,18 @@ torch::Tensor classify_train_transform(const torch::Tensor& chw, Rng& rng,
 
 ClassifyAugmentOptions classify_augment_options_from_config(const ConfigView& cfg) {
   ClassifyAugmentOptions o;
-  o.size = cfg.get<int64_t>("size", o.size);
+  o.size = cfg.get<int64_t>("size", o.size, "side in pixels of the square training crop");
   cfg.check("size", o.size > 0, "must be > 0");
-  o.scale = range_from(cfg, "scale", o.scale);
+  o.scale = range_from(cfg, "scale", o.scale,
+                       "[lo, hi] area of the random resized crop as a fraction of the image");
   cfg.check("scale", o.scale.hi <= 1.0, "must lie in (0, 1]");
-  o.ratio = range_from(cfg, "ratio", o.ratio);
-  o.flip_p = cfg.get<double>("flip_p", o.flip_p);
+  o.ratio = range_from(cfg, "ratio", o.ratio,
+                       "[lo, hi] aspect ratio (width / height) of the random resized crop");
+  o.flip_p = cfg.get<double>("flip_p", o.flip_p, "probability of a horizontal flip");
   cfg.check("flip_p", o.flip_p >= 0 && o.flip_p <= 1, "must lie in [0, 1]");
-  const std::string spec = cfg.get<std::string>("rand_augment", "rand-m6-mstd0.5-inc1");
+  const std::string spec = cfg.get<std::string>("rand_augment", "rand-m6-mstd0.5-inc1",
+                                                "timm RandAugment spec, applied after the flip "
+                                                "(the default is EVA-X's); empty: no RandAugment");
   o.rand_augment = !spec.empty();
   if (o.rand_augment) {
     try {
@@ -217,8 +235,11 @@ ClassifyAugmentOptions classify_augment_options_from_config(const ConfigView& cf
       cfg.check("rand_augment", false, e.what());
     }
   }
-  o.mean = cfg.get<double>("mean", o.mean);
-  o.std = cfg.get<double>("std", o.std);
+  o.mean = cfg.get<double>(
+      "mean", o.mean, "mean subtracted from the [0, 1] pixels of every channel (default: EVA-X's)");
+  o.std = cfg.get<double>(
+      "std", o.std,
+      "standard deviation the pixels are divided by after the mean (default: EVA-X's)");
   cfg.check("std", o.std > 0, "must be > 0");
   return o;
 }

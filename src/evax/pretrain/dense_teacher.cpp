@@ -15,26 +15,36 @@ namespace evax {
 DenseTeacherOptions dense_teacher_options_from_config(Config& cfg) {
   DenseTeacherOptions o;
   auto m = cfg.view("model");
-  o.model = m.get<std::string>("name", o.model);
+  o.model = m.get<std::string>("name", o.model, "registered architecture trained as the teacher");
   const ViTOptions v = model_options(o.model);
   m.check("name", v.pool() == PoolKind::kToken && v.final_norm(),
           "must be a plain ViT (cls token, final norm), e.g. vit_tiny_patch16_224");
-  o.depth = m.get<int64_t>("depth", o.depth);
+  o.depth = m.get<int64_t>(
+      "depth", o.depth, "number of blocks, overriding the architecture's (small teachers)");
   m.check("depth", o.depth >= 0, "must be >= 0 (0 = the model's own depth)");
   auto d = cfg.view("data");
-  o.manifest = d.require<std::string>("manifest");
-  o.split = d.get<std::string>("split", o.split);
+  o.manifest = d.require<std::string>(
+      "manifest",
+      "manifest CSV whose mask column gives each image's bit mask (synth's masks/findings)");
+  o.split = d.get<std::string>("split", o.split, "manifest split trained on (all = every row)");
   d.check("split", o.split == "train" || o.split == "val" || o.split == "test" || o.split == "all",
           "must be train, val, test or all");
-  o.img_size = d.get<int64_t>("img_size", o.img_size);
+  o.img_size = d.get<int64_t>(
+      "img_size", o.img_size,
+      "input side in pixels: the data.views.teacher_size of the pretraining it will serve");
   d.check("img_size", o.img_size >= 16 && o.img_size % 16 == 0, "must be a positive multiple of 16");
-  o.num_bits = d.get<int64_t>("num_bits", o.num_bits);
+  o.num_bits = d.get<int64_t>(
+      "num_bits", o.num_bits, "lowest mask bits trained on, one per finding: the outputs of each patch token");
   d.check("num_bits", o.num_bits >= 1 && o.num_bits <= 8, "must be in [1, 8] (8-bit masks)");
-  o.flip_p = d.get<double>("flip_p", o.flip_p);
+  o.flip_p = d.get<double>("flip_p", o.flip_p,
+                           "probability of a horizontal flip of image and mask together");
   d.check("flip_p", o.flip_p >= 0 && o.flip_p <= 1, "must be in [0, 1]");
   o.loader = loader_options_from_config(d.at("loader"));
   if (!d.has("loader.drop_last_batch")) o.loader.drop_last_batch = true;
-  o.pos_weight = cfg.get<double>("loss.pos_weight", o.pos_weight);
+  o.pos_weight = cfg.get<double>(
+      "loss.pos_weight", o.pos_weight,
+      "weight of the positive term of the per-patch BCE; above 1 keeps rare findings from being "
+      "ignored");
   cfg.check("loss.pos_weight", o.pos_weight > 0, "must be > 0");
   read_run_keys(cfg, o);
   return o;

@@ -9,18 +9,24 @@ int64_t MaskingOptions::num_masked() const {
 }
 
 MaskingOptions masking_options_from_config(const ConfigView& v, MaskingOptions o) {
-  o.grid(v.get<int64_t>("grid", o.grid()));
+  o.grid(v.get<int64_t>("grid", o.grid(), "patch grid side of the student input (14 at 224 px)"));
   v.check("grid", o.grid() >= 2, "must be >= 2");
-  o.ratio(v.get<double>("ratio", o.ratio()));
+  o.ratio(v.get<double>("ratio", o.ratio(), "fraction of the patches masked (EVA-X: 0.3)"));
   v.check("ratio", o.ratio() > 0 && o.ratio() < 1, "must be in (0, 1)");
-  const std::string kind = v.get<std::string>("kind", o.kind() == MaskKind::kBlock ? "block" : "uniform");
+  const std::string kind =
+      v.get<std::string>("kind", o.kind() == MaskKind::kBlock ? "block" : "uniform",
+                         "BEiT block-wise masking (EVA-X's) or uniformly random patches");
   v.check("kind", kind == "block" || kind == "uniform", "must be block or uniform");
   o.kind(kind == "block" ? MaskKind::kBlock : MaskKind::kUniform);
-  o.min_block(v.get<int64_t>("min_block", o.min_block()));
+  o.min_block(v.get<int64_t>("min_block", o.min_block(),
+                             "smallest masked block in patches (BEiT's min_num_patches)"));
   v.check("min_block", o.min_block() >= 1, "must be >= 1");
-  o.max_block(v.get<int64_t>("max_block", o.max_block()));
+  o.max_block(v.get<int64_t>("max_block", o.max_block(),
+                             "largest masked block in patches (BEiT's max_num_patches)"));
   v.check("max_block", o.max_block() >= 0, "must be >= 0 (0 = the whole budget)");
-  o.min_aspect(v.get<double>("min_aspect", o.min_aspect()));
+  o.min_aspect(v.get<double>("min_aspect", o.min_aspect(),
+                             "block aspect ratios are drawn log-uniformly from [min_aspect, "
+                             "1/min_aspect]"));
   v.check("min_aspect", o.min_aspect() > 0 && o.min_aspect() <= 1, "must be in (0, 1]");
   v.check("min_block", o.kind() != MaskKind::kBlock || o.min_block() <= o.num_masked(),
           "is larger than the patch budget round(ratio · grid²) = " + std::to_string(o.num_masked()) +

@@ -23,29 +23,47 @@ const std::vector<std::string> kStudentDroppable = {"mask_token", "lm_head."};
 PretrainOptions pretrain_options_from_config(Config& cfg) {
   PretrainOptions o;
   auto m = cfg.view("model");
-  o.model = m.get<std::string>("name", o.model);
+  o.model = m.get<std::string>("name", o.model,
+                               "registered student architecture, e.g. eva_x_tiny_patch16");
   model_options(o.model);  // validates the name early
-  o.depth = m.get<int64_t>("depth", o.depth);
+  o.depth = m.get<int64_t>(
+      "depth", o.depth,
+      "number of student blocks, overriding the architecture's (small experiments)");
   m.check("depth", o.depth >= 0, "must be >= 0 (0 = the model's own depth)");
-  o.drop_path = m.get<double>("drop_path", o.drop_path);
+  o.drop_path = m.get<double>(
+      "drop_path", o.drop_path,
+      "stochastic depth rate of the student's last block; block i gets i/(depth-1) of it");
   m.check("drop_path", o.drop_path >= 0 && o.drop_path < 1, "must be in [0, 1)");
-  o.stop_grad_conv1 = m.get<bool>("stop_grad_conv1", o.stop_grad_conv1);
-  o.init_checkpoint = m.get<std::string>("init_checkpoint", o.init_checkpoint);
+  o.stop_grad_conv1 = m.get<bool>(
+      "stop_grad_conv1", o.stop_grad_conv1,
+      "scale the gradient into the patch embedding by 0.1 (EVA-02's --stop_grad_conv1)");
+  o.init_checkpoint = m.get<std::string>(
+      "init_checkpoint", o.init_checkpoint,
+      "weight file that initialises the student, loaded strictly except mask_token and lm_head; "
+      "empty = fresh weights");
 
   auto t = cfg.view("target");
-  o.target = t.get<std::string>("kind", o.target);
+  o.target = t.get<std::string>(
+      "kind", o.target,
+      "what masked patches regress: a frozen teacher's patch tokens or per-patch normalised "
+      "pixels");
   t.check("kind", o.target == "teacher" || o.target == "pixels", "must be teacher or pixels");
-  o.teacher = t.get<std::string>("teacher", o.teacher);
-  o.teacher_checkpoint = t.get<std::string>("checkpoint", o.teacher_checkpoint);
-  o.teacher_depth = t.get<int64_t>("teacher_depth", o.teacher_depth);
+  o.teacher = t.get<std::string>("teacher", o.teacher,
+                                 "registered architecture of the frozen teacher (EVA-X: MGCA's ViT-B)");
+  o.teacher_checkpoint = t.get<std::string>(
+      "checkpoint", o.teacher_checkpoint,
+      "teacher weights: a file, checkpoint directory or run directory (e.g. a dense teacher run)");
+  o.teacher_depth = t.get<int64_t>(
+      "teacher_depth", o.teacher_depth,
+      "number of teacher blocks, overriding the architecture's (teachers trained here)");
   t.check("teacher_depth", o.teacher_depth >= 0, "must be >= 0 (0 = the teacher's own depth)");
   t.check("checkpoint", o.target != "teacher" || !o.teacher_checkpoint.empty(),
           "target kind teacher needs a teacher checkpoint (MGCA's vit_base.ckpt, or any ViT/16 "
           "checkpoint); use kind: pixels to pretrain without one");
 
   auto d = cfg.view("data");
-  o.manifest = d.require<std::string>("manifest");
-  o.split = d.get<std::string>("split", o.split);
+  o.manifest = d.require<std::string>("manifest", "manifest CSV of the pretraining images");
+  o.split = d.get<std::string>("split", o.split, "manifest split pretrained on (all = every row)");
   d.check("split", o.split == "train" || o.split == "val" || o.split == "test" || o.split == "all",
           "must be train, val, test or all");
   o.views = two_view_options_from_config(d.at("views"));

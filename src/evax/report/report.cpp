@@ -326,6 +326,23 @@ void flatten_yaml(const YAML::Node& n, const std::string& prefix,
   out->emplace_back(prefix.empty() ? "." : prefix, e.c_str());
 }
 
+// Whether a config value equals a default given as YAML text: numbers by value (1e-3 = 0.001),
+// lists element by element, everything else by its text.
+bool same_config_value(const YAML::Node& a, const YAML::Node& b) {
+  if (a.IsSequence() && b.IsSequence()) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i)
+      if (!same_config_value(a[i], b[i])) return false;
+    return true;
+  }
+  if (!a.IsScalar() || !b.IsScalar()) return false;
+  double x = 0, y = 0;
+  if (YAML::convert<double>::decode(a, x) && YAML::convert<double>::decode(b, y)) return x == y;
+  bool p = false, q = false;
+  if (YAML::convert<bool>::decode(a, p) && YAML::convert<bool>::decode(b, q)) return p == q;
+  return a.Scalar() == b.Scalar();
+}
+
 std::string config_section(const std::string& dir) {
   std::ostringstream h;
   std::string text;
@@ -336,9 +353,14 @@ std::string config_section(const std::string& dir) {
   }
   h << "<h3>Config</h3>";
   const Json origins = read_json(dir + "/config_origins.json");
+  // Every key the command reads with its default (YAML text; null = required), when recorded.
+  const Json defaults = read_json(dir + "/config_defaults.json");
+  const bool have_defaults = defaults.is_object();
   std::vector<std::pair<std::string, std::string>> leaves;
+  YAML::Node root;
   try {
-    flatten_yaml(YAML::Load(text), "", &leaves);
+    root = YAML::Load(text);
+    flatten_yaml(root, "", &leaves);
   } catch (const std::exception& e) {
     h << "<p class=\"muted\">config.yaml does not parse: " << esc(e.what()) << "</p>";
   }
@@ -352,19 +374,77 @@ std::string config_section(const std::string& dir) {
       path = path.substr(0, dot);
     }
   };
-  h << "<p class=\"muted\">The resolved config (config.yaml). Every value listed was given by a "
-       "config file or an override; keys not listed take the code's defaults."
-    << (origins.is_object() ? "" : " Origins were not recorded for this run.") << "</p>";
-  h << "<table><tr><th>key</th><th>value</th><th>origin</th></tr>";
+  auto node_at = [&](const std::string& path) {
+    YAML::Node n = YAML::Clone(root);
+    std::stringstream ss(path);
+    for (std::string part; std::getline(ss, part, '/');) {
+      if (!n.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
+      n.reset(n[part]);
+    }
+    return n;
+  };
+  // Rows: every value config.yaml gives, the ones that differ from the code's default first
+  // marked; then the keys it leaves at their defaults.
+  struct Row {
+    std::string path, value, dflt, origin;
+    bool differs;
+  };
+  std::vector<Row> rows;
+  std::set<std::string> given;
+  size_t differing = 0;
   for (const auto& [path, value] : leaves) {
-    const std::string o = origin_of(path);
-    const bool set = o.rfind("--set", 0) == 0;
-    std::string shown = path;
-    std::replace(shown.begin(), shown.end(), '/', '.');
-    h << "<tr" << (set ? " class=\"headline\"" : "") << "><td><code>" << esc(shown)
-      << "</code></td><td><code>" << esc(value) << "</code></td><td>" << esc(o) << "</td></tr>";
+    given.insert(path);
+    Row r{path, value, "", origin_of(path), true};
+    if (have_defaults && defaults.contains(path)) {
+      const Json& d = defaults[path];
+      r.dflt = d.is_string() ? d.get<std::string>() : "(required)";
+      if (d.is_string()) {
+        try {
+          r.differs = !same_config_value(node_at(path), YAML::Load(r.dflt));
+        } catch (const std::exception&) {
+        }
+      }
+    }
+    differing += r.differs;
+    rows.push_back(r);
   }
-  h << "</table><details><summary>config.yaml</summary><pre>" << esc(text) << "</pre></details>";
+  std::vector<std::pair<std::string, std::string>> untouched;
+  if (have_defaults)
+    for (const auto& kv : defaults.items())
+      if (!given.count(kv.key()) && kv.value().is_string())
+        untouched.emplace_back(kv.key(), kv.value().get<std::string>());
+  auto shown = [](std::string p) {
+    std::replace(p.begin(), p.end(), '/', '.');
+    return p;
+  };
+  if (have_defaults)
+    h << "<p class=\"muted\">The resolved config (config.yaml): " << differing << " of "
+      << rows.size() << " values differ from the code's defaults (highlighted, with where each "
+      << "came from); " << untouched.size() << " more keys take their defaults (below).</p>";
+  else
+    h << "<p class=\"muted\">The resolved config (config.yaml). Every value listed was given by a "
+         "config file or an override; keys not listed take the code's defaults."
+      << (origins.is_object() ? "" : " Origins were not recorded for this run.") << "</p>";
+  h << "<table><tr><th>key</th><th>value</th>" << (have_defaults ? "<th>default</th>" : "")
+    << "<th>origin</th></tr>";
+  for (const auto& r : rows) {
+    const bool mark = have_defaults ? r.differs : r.origin.rfind("--set", 0) == 0;
+    h << "<tr" << (mark ? " class=\"headline\"" : "") << "><td><code>" << esc(shown(r.path))
+      << "</code></td><td><code>" << esc(r.value) << "</code></td>";
+    if (have_defaults)
+      h << "<td>" << (r.dflt.empty() ? "" : "<code>" + esc(r.dflt) + "</code>") << "</td>";
+    h << "<td>" << esc(r.origin) << "</td></tr>";
+  }
+  h << "</table>";
+  if (!untouched.empty()) {
+    h << "<details><summary>Keys at their defaults (" << untouched.size()
+      << ")</summary><table><tr><th>key</th><th>default</th></tr>";
+    for (const auto& [path, d] : untouched)
+      h << "<tr><td><code>" << esc(shown(path)) << "</code></td><td><code>" << esc(d)
+        << "</code></td></tr>";
+    h << "</table></details>";
+  }
+  h << "<details><summary>config.yaml</summary><pre>" << esc(text) << "</pre></details>";
   return h.str();
 }
 

@@ -31,40 +31,73 @@ EvalHookOptions segment_eval_defaults() { return EvalHookOptions().metric("mDice
 SegmentOptions segment_options_from_config(Config& cfg) {
   SegmentOptions o;
   auto m = cfg.view("model");
-  o.model = m.get<std::string>("name", o.model);
+  o.model = m.get<std::string>(
+      "name", o.model,
+      "UperNet on an EVA-X backbone: upernet_eva_x_tiny_patch16, upernet_eva_x_small_patch16 or "
+      "upernet_eva_x_base_patch16");
   try {
     o.net = upernet_options(o.model);
   } catch (const ConfigError& e) {
     m.check("name", false, e.what());
   }
-  o.net.depth(m.get<int64_t>("depth", o.net.depth()));
+  o.net.depth(m.get<int64_t>("depth", o.net.depth(),
+                             "backbone transformer blocks to build; fewer than the model's own for "
+                             "quick tests"));
   m.check("depth", o.net.depth() >= 0, "must be >= 0 (0 = the backbone's own depth)");
-  o.net.drop_path_rate(m.get<double>("drop_path", o.net.drop_path_rate()));
+  o.net.drop_path_rate(m.get<double>("drop_path", o.net.drop_path_rate(),
+                                     "stochastic depth rate of the last backbone block, rising "
+                                     "linearly from 0 at the first"));
   m.check("drop_path", o.net.drop_path_rate() >= 0 && o.net.drop_path_rate() < 1,
           "must be in [0, 1)");
-  o.net.channels(m.get<int64_t>("channels", o.net.channels()));
+  o.net.channels(m.get<int64_t>("channels", o.net.channels(),
+                                "width (channels) of the UPerHead decoder's convolutions"));
   m.check("channels", o.net.channels() >= 1, "must be >= 1");
-  o.net.pool_scales(m.get<std::vector<int64_t>>("pool_scales", o.net.pool_scales()));
+  o.net.pool_scales(m.get<std::vector<int64_t>>(
+      "pool_scales", o.net.pool_scales(),
+      "output sides of the pyramid pooling module's average pools (UPerHead PPM), each >= 1"));
   m.check("pool_scales", !o.net.pool_scales().empty(), "must not be empty");
-  o.net.out_indices(m.get<std::vector<int64_t>>("out_indices", o.net.out_indices()));
-  o.net.use_last_feat_only(m.get<bool>("use_last_feat_only", o.net.use_last_feat_only()));
-  o.net.dropout(m.get<double>("dropout", o.net.dropout()));
+  o.net.out_indices(m.get<std::vector<int64_t>>(
+      "out_indices", o.net.out_indices(),
+      "0-based backbone blocks feeding the 4 pyramid levels, strictly increasing; with "
+      "use_last_feat_only only the last"));
+  o.net.use_last_feat_only(m.get<bool>(
+      "use_last_feat_only", o.net.use_last_feat_only(),
+      "feed only the last out_indices block's output to all four pyramid levels, as EVA-X does"));
+  o.net.dropout(m.get<double>(
+      "dropout", o.net.dropout(),
+      "Dropout2d rate before the heads' final 1x1 classifier conv; 0 = none"));
   m.check("dropout", o.net.dropout() >= 0 && o.net.dropout() < 1, "must be in [0, 1)");
-  o.net.norm(m.get<std::string>("norm", o.net.norm()));
+  o.net.norm(m.get<std::string>("norm", o.net.norm(),
+                               "BatchNorm of the decoder heads: bn keeps per-process statistics, "
+                               "syncbn pools them over all ranks"));
   m.check("norm", o.net.norm() == "bn" || o.net.norm() == "syncbn", "must be bn or syncbn");
-  o.net.aux_head(m.get<bool>("aux_head", o.net.aux_head()));
-  o.init = m.get<std::string>("init", o.init);
+  o.net.aux_head(m.get<bool>("aux_head", o.net.aux_head(),
+                            "add mmseg's auxiliary FCN head on pyramid level 2, a training-only "
+                            "loss weighted by loss.aux_weight; EVA-X has none"));
+  o.init = m.get<std::string>(
+      "init", o.init,
+      "initial weights, loaded strictly: an EVA-X checkpoint or evax run for the backbone, or a "
+      "whole segmentation checkpoint; empty = scratch");
 
   auto s = cfg.view("segment");
-  o.layer_decay = s.get<double>("layer_decay", o.layer_decay);
+  o.layer_decay = s.get<double>(
+      "layer_decay", o.layer_decay,
+      "layer decay as in mmseg: backbone block i learns at lr × rate^(depth − i), the pyramid "
+      "and heads at lr");
   s.check("layer_decay", o.layer_decay > 0 && o.layer_decay <= 1, "must be in (0, 1]");
 
   auto d = cfg.view("data");
-  o.manifest = d.get<std::string>("manifest", o.manifest);
+  o.manifest = d.get<std::string>("manifest", o.manifest,
+                                 "manifest CSV of the images, their mask PNGs and splits");
   d.check("manifest", !o.manifest.empty(), "is required (a manifest CSV with a mask column)");
-  o.classes = d.get<std::vector<std::string>>("classes", o.classes);
+  o.classes = d.get<std::vector<std::string>>(
+      "classes", o.classes,
+      "class names, background first; two give one sigmoid output channel, more a softmax");
   d.check("classes", o.classes.size() >= 2, "needs the background and at least one class");
-  o.mask_values = d.get<std::string>("mask_values", o.mask_values);
+  o.mask_values = d.get<std::string>(
+      "mask_values", o.mask_values,
+      "how mask PNG pixel values become class ids; with ids, 255 marks pixels left out of loss "
+      "and metrics");
   d.check("mask_values", o.mask_values == "binary" || o.mask_values == "ids",
           "must be binary (mask > 0 is class 1) or ids (stored values are class ids)");
   d.check("mask_values", o.mask_values == "ids" || o.classes.size() == 2,
@@ -72,53 +105,89 @@ SegmentOptions segment_options_from_config(Config& cfg) {
   // One sigmoid channel for two classes (EVA-X: num_classes 2, out_channels 1), softmax otherwise.
   o.net.num_classes(static_cast<int64_t>(o.classes.size()));
   o.net.out_channels(o.classes.size() == 2 ? 1 : static_cast<int64_t>(o.classes.size()));
-  o.train_split = d.get<std::string>("train_split", o.train_split);
+  o.train_split = d.get<std::string>("train_split", o.train_split,
+                                    "manifest split the model is trained on");
   d.check("train_split", is_split(o.train_split), "must be train, val or test");
-  o.net.img_size(d.get<int64_t>("img_size", o.net.img_size()));
+  o.net.img_size(d.get<int64_t>(
+      "img_size", o.net.img_size(),
+      "side in pixels of the square model input; training images and masks are stretched to it"));
   d.check("img_size", o.net.img_size() >= 32 && o.net.img_size() % 16 == 0,
           "must be a multiple of 16, at least 32");
   o.augment.size = o.net.img_size();
-  o.augment.flip_p = d.get<double>("flip_p", o.augment.flip_p);
+  o.augment.flip_p = d.get<double>("flip_p", o.augment.flip_p,
+                                  "probability of a horizontal flip of image and mask in training");
   d.check("flip_p", o.augment.flip_p >= 0 && o.augment.flip_p <= 1, "must be in [0, 1]");
-  o.augment.photometric = d.get<bool>("photometric", o.augment.photometric);
+  o.augment.photometric = d.get<bool>(
+      "photometric", o.augment.photometric,
+      "apply mmseg's PhotoMetricDistortion in training: brightness, then contrast, on grey");
   o.augment.photo.brightness_delta =
-      d.get<double>("brightness_delta", o.augment.photo.brightness_delta);
+      d.get<double>("brightness_delta", o.augment.photo.brightness_delta,
+                    "largest random brightness shift in 8-bit grey levels, applied with "
+                    "probability 0.5 when photometric");
   d.check("brightness_delta", o.augment.photo.brightness_delta >= 0, "must be >= 0");
   const auto contrast = d.get<std::vector<double>>(
-      "contrast", {o.augment.photo.contrast.lo, o.augment.photo.contrast.hi});
+      "contrast", {o.augment.photo.contrast.lo, o.augment.photo.contrast.hi},
+      "range of the random contrast factor, applied with probability 0.5 when photometric");
   d.check("contrast", contrast.size() == 2 && contrast[0] > 0 && contrast[0] <= contrast[1],
           "must be [lo, hi] with 0 < lo <= hi");
   o.augment.photo.contrast = {contrast[0], contrast[1]};
-  const std::string resize = d.get<std::string>("test_resize", "stretch");
+  const std::string resize = d.get<std::string>(
+      "test_resize", "stretch",
+      "how evaluated and predicted images are resized to the model input; EVA-X's Lung: "
+      "keep_ratio");
   d.check("test_resize", resize == "stretch" || resize == "keep_ratio",
           "must be stretch (to img_size²) or keep_ratio (long edge to img_size, mmseg keep_ratio)");
   o.keep_ratio = resize == "keep_ratio";
-  o.augment.mean = d.get<double>("mean", o.augment.mean);
-  o.augment.std = d.get<double>("std", o.augment.std);
+  o.augment.mean = d.get<double>(
+      "mean", o.augment.mean,
+      "normalisation mean of the [0, 1] grey image, the same on all 3 channels; the default is "
+      "EVA-X's Merged520k value");
+  o.augment.std = d.get<double>(
+      "std", o.augment.std,
+      "normalisation standard deviation of the [0, 1] grey image; the default is EVA-X's "
+      "Merged520k value");
   d.check("std", o.augment.std > 0, "must be > 0");
   o.loader = loader_options_from_config(d.at("loader"));
   // mmseg's train dataloader drops the last incomplete batch.
   if (!d.has("loader.drop_last_batch")) o.loader.drop_last_batch = true;
 
   auto l = cfg.view("loss");
-  o.loss.dice_weight(l.get<double>("dice_weight", o.loss.dice_weight()));
+  o.loss.dice_weight(l.get<double>(
+      "dice_weight", o.loss.dice_weight(),
+      "weight of mmseg's Dice loss added to the pixel BCE / cross-entropy; 0 = none, as in EVA-X"));
   l.check("dice_weight", o.loss.dice_weight() >= 0, "must be >= 0");
-  o.aux_weight = l.get<double>("aux_weight", o.aux_weight);
+  o.aux_weight = l.get<double>(
+      "aux_weight", o.aux_weight,
+      "weight of the auxiliary FCN head's loss; used only with model.aux_head");
   l.check("aux_weight", o.aux_weight >= 0, "must be >= 0");
 
   auto e = cfg.view("eval");
-  o.eval_split = e.get<std::string>("split", o.eval_split);
+  o.eval_split = e.get<std::string>(
+      "split", o.eval_split,
+      "manifest split scored during training to select the best checkpoint; test biases the test "
+      "numbers");
   e.check("split", is_split(o.eval_split), "must be train, val or test");
-  o.test_split = e.get<std::string>("test_split", o.test_split);
+  o.test_split = e.get<std::string>(
+      "test_split", o.test_split,
+      "manifest split scored after training, and by evax evaluate unless --split is given");
   e.check("test_split", is_split(o.test_split), "must be train, val or test");
-  o.inference.threshold(e.get<double>("threshold", o.inference.threshold()));
+  o.inference.threshold(e.get<double>(
+      "threshold", o.inference.threshold(),
+      "with one output channel (two classes): foreground where sigmoid(logit) > threshold"));
   e.check("threshold", o.inference.threshold() > 0 && o.inference.threshold() < 1,
           "must be in (0, 1)");
-  o.inference.mode(e.get<std::string>("inference", o.inference.mode()));
+  o.inference.mode(e.get<std::string>(
+      "inference", o.inference.mode(),
+      "test-time inference (mmseg test_cfg): one pass over the whole input (EVA-X) or overlapping "
+      "windows"));
   e.check("inference", o.inference.mode() == "whole" || o.inference.mode() == "slide",
           "must be whole or slide (sliding window: crop_size, stride)");
-  o.inference.crop_size(e.get<int64_t>("crop_size", o.net.img_size()));
-  o.inference.stride(e.get<int64_t>("stride", o.inference.crop_size() * 2 / 3));
+  o.inference.crop_size(e.get<int64_t>(
+      "crop_size", o.net.img_size(),
+      "side in input pixels of the square slide-inference window; defaults to data.img_size"));
+  o.inference.stride(e.get<int64_t>(
+      "stride", o.inference.crop_size() * 2 / 3,
+      "step in input pixels between slide-inference windows; defaults to 2/3 of crop_size"));
   e.check("crop_size", o.inference.crop_size() >= 16 && o.inference.crop_size() % 16 == 0,
           "must be a positive multiple of 16");
   e.check("stride", o.inference.stride() >= 1, "must be >= 1");

@@ -8,10 +8,16 @@
 namespace evax {
 
 EmaOptions ema_options_from_config(const ConfigView& v, EmaOptions o) {
-  o.decay(v.get<double>("decay", o.decay()));
+  o.decay(
+      v.get<double>("decay", o.decay(),
+                    "decay of the exponential moving average of the weights, per optimizer step"));
   v.check("decay", o.decay() >= 0 && o.decay() < 1, "must be in [0, 1) (0 = no EMA)");
-  o.warmup(v.get<bool>("warmup", o.warmup()));
-  o.evaluate(v.get<bool>("evaluate", o.evaluate()));
+  o.warmup(v.get<bool>(
+      "warmup", o.warmup(),
+      "ramp the decay up as timm's ModelEmaV3 does: min(decay, 1 - (1 + t)^-0.75) at step t"));
+  o.evaluate(
+      v.get<bool>("evaluate", o.evaluate(),
+                  "evaluate the EMA weights too at every evaluation (metrics prefixed \"ema/\")"));
   return o;
 }
 

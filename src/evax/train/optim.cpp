@@ -7,20 +7,31 @@
 namespace evax {
 
 AdamWOptions adamw_options_from_config(const ConfigView& v, AdamWOptions o) {
-  o.lr(v.get<double>("lr", o.lr()));
+  o.lr(v.get<double>("lr", o.lr(),
+                     "peak learning rate after warmup, used as given: no batch-size scaling (EVA-X "
+                     "finetuning's --blr)"));
   v.check("lr", o.lr() > 0, "must be > 0");
-  o.min_lr(v.get<double>("min_lr", o.min_lr()));
+  o.min_lr(v.get<double>(
+      "min_lr", o.min_lr(),
+      "learning rate at the end of the decay (EVA-X's --min_lr; unused by schedule: fixed)"));
   v.check("min_lr", o.min_lr() >= 0 && o.min_lr() <= o.lr(), "must be in [0, lr]");
-  o.weight_decay(v.get<double>("weight_decay", o.weight_decay()));
+  o.weight_decay(v.get<double>("weight_decay", o.weight_decay(),
+                               "AdamW weight decay; biases, norms, pos_embed and cls_token get "
+                               "none (EVA-X's --weight_decay)"));
   v.check("weight_decay", o.weight_decay() >= 0, "must be >= 0");
-  o.weight_decay_end(v.get<double>("weight_decay_end", o.weight_decay_end()));
-  auto betas = v.get<std::vector<double>>("betas", {o.beta1(), o.beta2()});
+  o.weight_decay_end(v.get<double>("weight_decay_end", o.weight_decay_end(),
+                                   "weight decay reached at the end by a per-step cosine from "
+                                   "weight_decay (EVA-02); negative: constant"));
+  auto betas = v.get<std::vector<double>>(
+      "betas", {o.beta1(), o.beta2()},
+      "AdamW decay rates of the running mean of the gradient and of its square");
   v.check("betas", betas.size() == 2 && betas[0] >= 0 && betas[0] < 1 && betas[1] >= 0 && betas[1] < 1,
           "must be [beta1, beta2] with each in [0, 1)");
   o.beta1(betas[0]).beta2(betas[1]);
-  o.eps(v.get<double>("eps", o.eps()));
+  o.eps(v.get<double>("eps", o.eps(), "AdamW epsilon added to the denominator"));
   v.check("eps", o.eps() > 0, "must be > 0");
-  o.clip_grad(v.get<double>("clip_grad", o.clip_grad()));
+  o.clip_grad(v.get<double>("clip_grad", o.clip_grad(),
+                            "clip the gradients' global 2-norm to this (EVA-X's --clip_grad)"));
   v.check("clip_grad", o.clip_grad() >= 0, "must be >= 0 (0 = off)");
   return o;
 }

@@ -11,8 +11,8 @@
 namespace evax {
 
 /// Exit code of a run stopped by SIGTERM/SIGUSR1 once its checkpoint was written (`--resume auto`
-/// continues it). Not in ExitCode's list because that header is included everywhere.
-constexpr ExitCode kExitPreempted = static_cast<ExitCode>(6);
+/// continues it).
+constexpr ExitCode kExitPreempted = ExitCode::kPreempted;
 
 /// A training run stopped on request (SIGTERM/SIGUSR1) after writing a resumable checkpoint.
 class Preempted : public Error {

@@ -26,12 +26,16 @@ std::string device_from_config(const ConfigView& v, const std::string& key = "de
 /// read either way so it stays a valid key), `device`, `bf16`, `bf16_cpu`.
 template <class Options>
 void read_run_keys(Config& cfg, Options& o) {
-  const int64_t seed = cfg.get<int64_t>("seed", 0);
+  const int64_t seed = cfg.get<int64_t>(
+      "seed", 0,
+      "run seed: initial weights, data order and augmentation (data.loader.seed overrides it)");
   cfg.check("seed", seed >= 0, "must be >= 0");
   if (!cfg.has("data.loader.seed")) o.loader.seed = static_cast<uint64_t>(seed);
   o.device = device_from_config(cfg.view());
-  o.bf16 = cfg.get<bool>("bf16", o.bf16);
-  o.bf16_cpu = cfg.get<bool>("bf16_cpu", o.bf16_cpu);
+  o.bf16 =
+      cfg.get<bool>("bf16", o.bf16, "mixed precision: bfloat16 autocast on CUDA; false: float32");
+  o.bf16_cpu = cfg.get<bool>("bf16_cpu", o.bf16_cpu,
+                             "use bfloat16 autocast on the CPU as well (only with bf16: true)");
 }
 
 /// Intra-op threads: `threads` when > 0, else the cores divided among the node's local ranks

@@ -18,27 +18,37 @@ std::string schedule_kind_name(ScheduleKind k) {
 }
 
 ScheduleOptions schedule_options_from_config(const ConfigView& v, int64_t epochs, ScheduleOptions o) {
-  const std::string name = v.get<std::string>("schedule", schedule_kind_name(o.kind()));
+  const std::string name =
+      v.get<std::string>("schedule", schedule_kind_name(o.kind()),
+                         "shape of the lr after warmup: eva02_cosine (EVA-02), cosine (EVA-X), "
+                         "fixed (EVA-X's --fixed_lr) or poly (mmseg)");
   bool known = false;
   for (auto k : {ScheduleKind::kEva02Cosine, ScheduleKind::kCosine, ScheduleKind::kFixed,
                  ScheduleKind::kPoly})
     if (name == schedule_kind_name(k)) o.kind(k), known = true;
   v.check("schedule", known, "must be one of eva02_cosine, cosine, fixed, poly");
-  o.warmup_epochs(v.get<double>("warmup_epochs", o.warmup_epochs()));
+  o.warmup_epochs(
+      v.get<double>("warmup_epochs", o.warmup_epochs(),
+                    "epochs of linear lr warmup, fractional allowed (EVA-X's --warmup_epochs)"));
   v.check("warmup_epochs", o.warmup_epochs() >= 0 && o.warmup_epochs() <= epochs,
           "must be in [0, epochs]");
   const bool poly = o.kind() == ScheduleKind::kPoly;
   for (const char* key : {"warmup_steps", "warmup_ratio", "power", "by_epoch"})
     v.check(key, poly || !v.has(key), "is only used by schedule: poly");
-  o.warmup_steps(v.get<int64_t>("warmup_steps", o.warmup_steps()));
+  o.warmup_steps(v.get<int64_t>("warmup_steps", o.warmup_steps(),
+                                "warmup length in optimizer steps (mmseg's warmup_iters)"));
   v.check("warmup_steps", o.warmup_steps() >= -1, "must be >= 0 (-1: from warmup_epochs)");
   v.check("warmup_steps", o.warmup_steps() < 0 || !v.has("warmup_epochs"),
           "set warmup_steps or warmup_epochs, not both");
-  o.warmup_ratio(v.get<double>("warmup_ratio", o.warmup_ratio()));
+  o.warmup_ratio(
+      v.get<double>("warmup_ratio", o.warmup_ratio(),
+                    "fraction of the regular lr the warmup starts from (mmseg's warmup_ratio)"));
   v.check("warmup_ratio", o.warmup_ratio() >= 0 && o.warmup_ratio() <= 1, "must be in [0, 1]");
-  o.power(v.get<double>("power", o.power()));
+  o.power(v.get<double>("power", o.power(), "exponent of the polynomial decay (mmseg PolyLR)"));
   v.check("power", o.power() > 0, "must be > 0");
-  o.by_epoch(v.get<bool>("by_epoch", o.by_epoch()));
+  o.by_epoch(v.get<bool>(
+      "by_epoch", o.by_epoch(),
+      "decay per epoch, changing the lr at epoch starts (mmseg by_epoch); false: per step"));
   return o;
 }
 

@@ -28,34 +28,57 @@ namespace fs = std::filesystem;
 namespace evax {
 
 TrainerOptions trainer_options_from_config(const ConfigView& v, TrainerOptions o) {
-  o.epochs(v.get<int64_t>("epochs", o.epochs()));
+  o.epochs(v.get<int64_t>(
+      "epochs", o.epochs(),
+      "length of the run in epochs; the lr schedule spans all of them (EVA-X's --epochs)"));
   v.check("epochs", o.epochs() >= 1, "must be >= 1");
   o.schedule(schedule_options_from_config(v, o.epochs(), o.schedule()));
-  o.accum_steps(v.get<int64_t>("accum_steps", o.accum_steps()));
+  o.accum_steps(v.get<int64_t>("accum_steps", o.accum_steps(),
+                               "micro-batches whose gradients are accumulated into one optimizer "
+                               "step (EVA-X's --accum_iter)"));
   v.check("accum_steps", o.accum_steps() >= 1, "must be >= 1");
-  o.log_every(v.get<int64_t>("log_every", o.log_every()));
+  o.log_every(v.get<int64_t>(
+      "log_every", o.log_every(),
+      "log loss and lr every N optimizer steps (console, metrics.csv, TensorBoard)"));
   v.check("log_every", o.log_every() >= 1, "must be >= 1");
-  o.checkpoint_every(v.get<int64_t>("checkpoint_every", o.checkpoint_every()));
+  o.checkpoint_every(v.get<int64_t>(
+      "checkpoint_every", o.checkpoint_every(),
+      "also checkpoint every N optimizer steps, besides epoch ends and the end of the run"));
   v.check("checkpoint_every", o.checkpoint_every() >= 0, "must be >= 0 (0 = epoch ends only)");
-  o.keep_last(v.get<int>("keep_last", o.keep_last()));
+  o.keep_last(v.get<int>(
+      "keep_last", o.keep_last(),
+      "step checkpoints kept on disk; older ones are deleted (checkpoints/best/ is kept apart)"));
   v.check("keep_last", o.keep_last() >= 1, "must be >= 1");
-  o.max_nan_rollbacks(v.get<int>("max_nan_rollbacks", o.max_nan_rollbacks()));
+  o.max_nan_rollbacks(v.get<int>("max_nan_rollbacks", o.max_nan_rollbacks(),
+                                 "NaN/Inf losses tolerated per run; each rolls back to the last "
+                                 "checkpoint and skips the batch"));
   v.check("max_nan_rollbacks", o.max_nan_rollbacks() >= 0, "must be >= 0");
-  o.inject_nan_step(v.get<int64_t>("inject_nan_step", o.inject_nan_step()));
+  o.inject_nan_step(v.get<int64_t>(
+      "inject_nan_step", o.inject_nan_step(),
+      "testing hook: make the loss of this optimizer step (0-based) NaN, once; -1: never"));
   return o;
 }
 
 EvalHookOptions eval_hook_options_from_config(const ConfigView& v, EvalHookOptions o) {
-  o.every(v.get<int64_t>("every", o.every()));
+  o.every(v.get<int64_t>("every", o.every(),
+                         "evaluate every N epochs, and always at the end of the schedule"));
   v.check("every", o.every() >= 0, "must be >= 0 (0 = only at the end)");
-  o.metric(v.get<std::string>("metric", o.metric()));
-  o.mode(v.get<std::string>("mode", o.mode()));
+  o.metric(v.get<std::string>("metric", o.metric(),
+                              "metric that selects checkpoints/best/ (e.g. mauc, accuracy, mDice; "
+                              "\"ema/<key>\": EMA weights); empty: no best"));
+  o.mode(v.get<std::string>(
+      "mode", o.mode(),
+      "whether a larger (max: AUC, accuracy) or smaller (min: a loss) eval.metric is better"));
   v.check("mode", o.mode() == "max" || o.mode() == "min", "must be max or min");
-  o.patience(v.get<int64_t>("patience", o.patience()));
+  o.patience(v.get<int64_t>(
+      "patience", o.patience(),
+      "early stopping: evaluations without improvement of eval.metric before the run stops"));
   v.check("patience", o.patience() >= 0, "must be >= 0 (0 = no early stopping)");
   v.check("patience", o.patience() == 0 || !o.metric().empty(),
           "early stopping needs eval.metric (the metric it watches)");
-  o.min_delta(v.get<double>("min_delta", o.min_delta()));
+  o.min_delta(v.get<double>(
+      "min_delta", o.min_delta(),
+      "margin by which an evaluation must beat the best eval.metric to count as an improvement"));
   v.check("min_delta", o.min_delta() >= 0, "must be >= 0");
   return o;
 }
