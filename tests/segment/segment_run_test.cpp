@@ -5,6 +5,8 @@
 // rule and the loss against their definitions.
 #include <catch2/catch.hpp>
 
+#include <opencv2/imgcodecs.hpp>
+
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
@@ -141,6 +143,41 @@ TEST_CASE("segment: evaluation hook, best/ by mDice, test scoring, evaluate/pred
   CHECK(fs::exists(ev + "/per_class.csv"));
   const std::string per_image = read_file(ev + "/per_image.csv");
   CHECK_THAT(per_image, Contains("path,dice_lungs"));
+  // Overlays of the worst and best images by Dice, at each image's own size, with their index.
+  {
+    std::vector<std::pair<std::string, double>> dice;  // per_image.csv rows
+    std::istringstream in(per_image);
+    std::string row;
+    std::getline(in, row);
+    while (std::getline(in, row)) {
+      const auto comma = row.rfind(',');
+      if (comma + 1 < row.size())
+        dice.emplace_back(row.substr(0, comma), std::stod(row.substr(comma + 1)));
+    }
+    REQUIRE(dice.size() >= 2);
+    std::stable_sort(dice.begin(), dice.end(),
+                     [](const auto& a, const auto& b) { return a.second < b.second; });
+    const std::string index = read_file(ev + "/overlays/index.csv");
+    std::istringstream lines(index);
+    std::getline(lines, row);
+    CHECK(row == "file,path,mean_dice");
+    size_t n = 0;
+    while (std::getline(lines, row)) {
+      const auto a = row.find(','), b = row.rfind(',');
+      const std::string file = row.substr(0, a), path = row.substr(a + 1, b - a - 1);
+      INFO(row);
+      ++n;
+      if (n == 1) {  // the worst image comes first, named so
+        CHECK(file.rfind("worst-1_", 0) == 0);
+        CHECK(path == dice.front().first);
+      }
+      const cv::Mat img = cv::imread(ev + "/overlays/" + file, cv::IMREAD_COLOR);
+      const cv::Mat orig = cv::imread(path, cv::IMREAD_UNCHANGED);
+      REQUIRE(!img.empty());
+      CHECK(img.size() == orig.size());
+    }
+    CHECK(n == std::min<size_t>(8, dice.size()));
+  }
 
   // evax evaluate on the run's best/ reproduces metrics.json.
   REQUIRE(shell(evax_bin() + " evaluate --config '" + cfg + "' --checkpoint '" + run +

@@ -591,9 +591,10 @@ std::string evaluations_section(const std::string& dir, const std::string& root,
       if (!e.is_directory()) continue;
       const auto imgs = list_images(e.path());
       const std::string name = e.path().filename().string();
-      const std::string t = name == "roc" ? "ROC curves"
-                            : name == "gallery" ? "Grad-CAM gallery"
-                                                : name;
+      const std::string t = name == "roc"        ? "ROC curves"
+                            : name == "gallery"  ? "Grad-CAM gallery"
+                            : name == "overlays" ? "overlays (prediction tinted, label outlined in red)"
+                                                 : name;
       if (!imgs.empty()) galleries.push_back({t, imgs});
     }
     std::sort(galleries.begin(), galleries.end());

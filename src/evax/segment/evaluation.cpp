@@ -8,6 +8,8 @@
 #include "evax/core/files.h"
 #include "evax/core/log.h"
 #include "evax/eval/report_files.h"
+#include "evax/io/image.h"
+#include "evax/segment/predict.h"
 
 namespace evax {
 namespace {
@@ -20,6 +22,49 @@ std::string num(const nlohmann::ordered_json& v) {
 }
 
 std::string exact(double v) { return std::isnan(v) ? "" : format_double_exact(v); }
+
+// Mean foreground Dice of an image over the classes where it is defined (NaN: none).
+double mean_dice(const SegImageScore& s) {
+  double sum = 0;
+  int n = 0;
+  for (double d : s.dice)
+    if (!std::isnan(d)) sum += d, ++n;
+  return n ? sum / n : std::nan("");
+}
+
+// The worst and the best images by mean Dice (half each; all when there are few), predicted
+// again and drawn with the label's outline into `dir`/overlays/, with an index.csv.
+void write_overlays(SegmentTask& task, const std::string& split,
+                    const std::vector<SegImageScore>& per_image, const std::string& dir) {
+  const int64_t want = task.options().overlays;
+  std::vector<std::pair<double, int64_t>> scored;
+  for (size_t i = 0; i < per_image.size(); ++i) {
+    const double d = mean_dice(per_image[i]);
+    if (!std::isnan(d)) scored.emplace_back(d, static_cast<int64_t>(i));
+  }
+  if (want <= 0 || scored.empty()) return;
+  std::stable_sort(scored.begin(), scored.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::pair<std::string, size_t>> picks;  // (label, index into scored)
+  const size_t n = scored.size(), worst = std::min<size_t>(n, static_cast<size_t>((want + 1) / 2));
+  for (size_t k = 0; k < worst; ++k) picks.emplace_back("worst", k);
+  const size_t best = std::min<size_t>(n - worst, static_cast<size_t>(want) - worst);
+  for (size_t k = 0; k < best; ++k) picks.emplace_back("best", n - 1 - k);
+  const std::string out = dir + "/overlays";
+  std::filesystem::create_directories(out);
+  std::string index = "file,path,mean_dice\n";
+  for (size_t k = 0; k < picks.size(); ++k) {
+    const auto& [what, at] = picks[k];
+    const SegmentTask::RowPrediction r = task.predict_row(split, scored[at].second);
+    char name[64];
+    std::snprintf(name, sizeof name, "%s-%zu_dice%.3f_", what.c_str(),
+                  what == "worst" ? k + 1 : k - worst + 1, scored[at].first);
+    const std::string file = name + std::filesystem::path(r.path).stem().string() + ".png";
+    image_write_png(out + "/" + file, segmentation_truth_overlay(r.unit, r.pred.classes, r.label));
+    index += csv_field(file) + "," + csv_field(r.path) + "," + exact(scored[at].first) + "\n";
+  }
+  write_file_atomic(out + "/index.csv", index);
+}
 
 }  // namespace
 
@@ -73,9 +118,11 @@ nlohmann::ordered_json segment_evaluate_split(SegmentTask& task, const std::stri
     pi += "\n";
   }
   write_file_atomic(dir + "/per_image.csv", pi);
+  write_overlays(task, split, per_image, dir);
   log_info(split, " split (", r.images, " images), masks at the original resolution:\n",
            segment_metrics_table(m));
-  log_info("wrote ", dir, "/{metrics.json,per_class.csv,per_image.csv}");
+  log_info("wrote ", dir, "/{metrics.json,per_class.csv,per_image.csv",
+           task.options().overlays > 0 ? ",overlays/}" : "}");
   return m;
 }
 

@@ -89,4 +89,17 @@ cv::Mat segmentation_overlay(const cv::Mat& unit, const torch::Tensor& classes) 
   return bgr;
 }
 
+cv::Mat segmentation_truth_overlay(const cv::Mat& unit, const torch::Tensor& pred,
+                                   const torch::Tensor& truth) {
+  cv::Mat bgr = segmentation_overlay(unit, pred);
+  auto t = truth.to(torch::kUInt8).contiguous();
+  cv::Mat ids(static_cast<int>(t.size(0)), static_cast<int>(t.size(1)), CV_8U, t.data_ptr<uint8_t>());
+  // Every foreground class of the label (255 = ignored pixels are not outlined).
+  cv::Mat fg = (ids > 0) & (ids != 255);
+  std::vector<std::vector<cv::Point>> contours;
+  cv::findContours(fg, contours, cv::RETR_LIST, cv::CHAIN_APPROX_NONE);
+  cv::drawContours(bgr, contours, -1, cv::Scalar(40, 40, 255), 1);
+  return bgr;
+}
+
 }  // namespace evax

@@ -37,5 +37,9 @@ cv::Mat segmentation_mask_png(const torch::Tensor& classes, int64_t num_classes)
 /// The grey image (CV_32F in [0, 1]) as BGR with every foreground class tinted (alpha 0.4) and
 /// outlined, for a quick look.
 cv::Mat segmentation_overlay(const cv::Mat& unit, const torch::Tensor& classes);
+/// segmentation_overlay of the prediction with the label's outline drawn in red on top: where
+/// the model and the truth disagree.
+cv::Mat segmentation_truth_overlay(const cv::Mat& unit, const torch::Tensor& pred,
+                                   const torch::Tensor& truth);
 
 }  // namespace evax

@@ -171,6 +171,11 @@ SegmentOptions segment_options_from_config(Config& cfg) {
       "test_split", o.test_split,
       "manifest split scored after training, and by evax evaluate unless --split is given");
   e.check("test_split", is_split(o.test_split), "must be train, val or test");
+  o.overlays = e.get<int64_t>(
+      "overlays", o.overlays,
+      "overlays written for a scored split (eval/<split>/overlays/): half its worst images by "
+      "Dice, half its best; 0 = none");
+  e.check("overlays", o.overlays >= 0, "must be >= 0");
   o.inference.threshold(e.get<double>(
       "threshold", o.inference.threshold(),
       "with one output channel (two classes): foreground where sigmoid(logit) > threshold"));
@@ -489,6 +494,20 @@ SegMetricsResult SegmentTask::evaluate_split(const std::string& split,
     *per_image = std::move(scores);
   }
   return acc.compute();
+}
+
+SegmentTask::RowPrediction SegmentTask::predict_row(const std::string& split, int64_t index) {
+  auto it = splits_.find(split);
+  if (it == splits_.end()) raise<ConfigError>("unknown split '", split, "' (train, val or test)");
+  const Manifest& rows = it->second;
+  EVAX_ASSERT(index >= 0 && index < rows.size(), "row ", index, " of split ", split);
+  const ManifestRow& row = rows.rows[static_cast<size_t>(index)];
+  RowPrediction r;
+  r.path = row.path;
+  r.unit = image_read_unit(row.path, {});
+  r.label = read_mask(row);
+  r.pred = segment_predict_image(*model_, spec(), r.unit, device_, autocast_on());
+  return r;
 }
 
 std::map<std::string, double> SegmentTask::evaluate(int64_t epoch) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
 
 #include <map>
 #include <memory>
@@ -57,6 +58,7 @@ struct SegmentOptions {
   std::string train_split = "train";  ///< rows trained on
   std::string eval_split = "val";     ///< rows of the evaluation hook (model selection)
   std::string test_split = "test";    ///< rows scored after training / by `evax evaluate`
+  int64_t overlays = 8;               ///< scored splits' overlays: the worst and best by Dice
   SegAugmentOptions augment;          ///< training pipeline (size = the model's img_size)
   bool keep_ratio = false;            ///< test resize: mmseg keep_ratio (EVA-X Lung) or stretch
   SegInferenceOptions inference;      ///< whole / slide inference and the threshold
@@ -127,6 +129,16 @@ class SegmentTask : public Task {
   /// given, receives every image's foreground Dice in manifest order.
   SegMetricsResult evaluate_split(const std::string& split,
                                   std::vector<SegImageScore>* per_image = nullptr);
+  /// One image of `split` (manifest order) predicted again: its [0, 1] grey image (CV_32F), its
+  /// label (H, W) uint8 class ids and the prediction, all at the original resolution.
+  struct RowPrediction {
+    std::string path;
+    cv::Mat unit;
+    torch::Tensor label;
+    SegPrediction pred;
+  };
+  RowPrediction predict_row(const std::string& split, int64_t index);
+  const SegmentOptions& options() const { return opts_; }
   int64_t rows_in(const std::string& split) const;
   SegmenterSpec spec() const;
   UperNet& model() { return model_; }
