@@ -86,7 +86,7 @@ int cmd_demo(const Args& args) {
               "     (evax finetune; config: stages.finetune, into <run-dir>/finetune)\n"
               "  5. Grad-CAM of the finetuned model on the test images' nodule boxes: localisation\n"
               "     mAP against chance maps, chosen on val, and a gallery (evax cam-eval; into\n"
-              "     <run-dir>/finetune/cam)\n"
+              "     <run-dir>/finetune/cam; at the last block's output into cam_block_output)\n"
               "  6. UperNet segmentation of the lung fields from the same pretrained student,\n"
               "     then the test split scored (evax segment; config: stages.segment, into\n"
               "     <run-dir>/segment)");
@@ -210,9 +210,21 @@ int cmd_demo(const Args& args) {
                  "the test split itself (EVA-X's protocol, optimistic)");
         co.protocol("paper");
       }
-      const CamEvalResult cam = cam_evaluate(classifier_load(f.weights, "auto"), boxes, co);
-      cam_eval_write(cam, ft_dir + "/cam");
-      log_info(cam_eval_headline(cam), " (", ft_dir, "/cam, gallery in ", ft_dir, "/cam/gallery)");
+      // EVA-X's layer (the last block's norm1), then the last block's output: with mean pooling
+      // every token there gets the same gradient, so Grad-CAM is the classic CAM (w · token).
+      const auto model = classifier_load(f.weights, "auto");
+      for (const auto& [layer, sub] : {std::pair<std::string, std::string>{"", "cam"},
+                                       {"blocks.-1", "cam_block_output"}}) {
+        GradCamOptions g = co.cam();
+        if (!layer.empty()) g.layers({layer});
+        CamEvalOptions o = co;
+        o.cam(g);
+        const CamEvalResult cam = cam_evaluate(model, boxes, o);
+        cam_eval_write(cam, ft_dir + "/" + sub);
+        log_info(cam_eval_headline(cam), " [", layer.empty() ? "EVA-X's layer, the last norm1"
+                                                             : "the last block's output",
+                 "] (", ft_dir, "/", sub, ", gallery in ", ft_dir, "/", sub, "/gallery)");
+      }
     }
   }
   if (!skip_segment) {

@@ -786,7 +786,7 @@ struct Nodule {
 Nodule place_nodule(const Thorax& t, const cv::Mat& ptx, Rng r, double c) {
   const double s = t.lungs.rows;
   Nodule n;
-  const double rad = std::sqrt(c) * r.uniform(0.015, 0.04) * s;
+  const double rad = c * r.uniform(0.015, 0.04) * s;
   n.amp = std::min(0.5, c * r.uniform(0.09, 0.2));
   if (sample_disc(r, t.lungs & ~ptx, rad, &n.c)) n.r = rad;
   return n;

@@ -187,10 +187,37 @@ torch::Tensor drop_path_(const torch::Tensor& x, double p, bool training) {
 }
 }  // namespace
 
+// x + drop_path(branch(x)) with timm's mask (the same draw from the same generator), computed
+// without waste: on the CPU the branch runs only on the kept samples (a dropped sample's residual
+// branch would be multiplied by 0), on CUDA the mask is applied in one fused op (finding the kept
+// rows there would synchronise the stream).
+template <class Branch>
+torch::Tensor residual(const torch::Tensor& x, double p, bool training, Branch&& branch) {
+  if (p <= 0.0 || !training) return x + branch(x);
+  const double keep = 1.0 - p;
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[0] = x.size(0);
+  auto m = torch::empty(shape, x.options()).bernoulli_(keep);
+  if (!(keep > 0)) return x + branch(x) * m;  // p = 1: every branch dropped, as timm computes it
+  // timm scales the mask in the tensor's dtype: 1 / keep rounded there.
+  const double scale =
+      torch::scalar_tensor(1.0, torch::dtype(x.scalar_type())).div(keep).item<double>();
+  if (x.is_cuda()) return torch::addcmul(x, branch(x), m.mul_(scale));
+  const auto kept = m.reshape({-1}).nonzero().reshape({-1});
+  const int64_t n = kept.size(0);
+  if (n == x.size(0)) return torch::add(x, branch(x), scale);
+  if (n == 0) return x.clone();
+  return x.index_add(0, kept, branch(x.index_select(0, kept)), scale);
+}
+
 torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& rope) {
   if (tap) return forward_tapped(x, rope);
-  auto y = x + drop_path_(attn->forward(norm1->forward(x), rope), drop_path, is_training());
-  return y + drop_path_(mlp->forward(norm2->forward(y)), drop_path, is_training());
+  const bool tr = is_training();
+  auto y = residual(x, drop_path, tr, [&](const torch::Tensor& t) {
+    return attn->forward(norm1->forward(t), rope);
+  });
+  return residual(y, drop_path, tr,
+                  [&](const torch::Tensor& t) { return mlp->forward(norm2->forward(t)); });
 }
 
 // The same computation with each tap point's tensor passed through `tap`.
