@@ -318,3 +318,28 @@ TEST_CASE("finetune: multi-class AUC scores are softmax probabilities or EVA-X's
               "' --set eval.auc_scores=probit --out '" + (tmp / "bad") + "' 2>'" + (tmp / "err") + "'") == 2);
   CHECK_THAT(read_file(tmp / "err"), Contains("eval.auc_scores"));
 }
+
+TEST_CASE("finetune: CheXpert-style fake epochs train on the chunks, evaluation still reads every row") {
+  test::TempDir tmp("ft_chunks");
+  // 4 chunks, the first 2 drawn from, rows permuted as numpy's RandomState(123) (the CheXpert
+  // configs' settings, scaled down); evaluation and the test scoring must see every row once.
+  const std::string cfg = write_config(
+      tmp, "train: {epochs: 2, warmup_epochs: 0, schedule: fixed, log_every: 1}\n"
+           "data:\n"
+           "  manifest: " + dataset() + "/classification.csv\n"
+           "  classes: [Cardiomegaly, Effusion, Nodule, Pneumothorax, Consolidation]\n"
+           "  img_size: 64\n"
+           "  crop_pct: 1.0\n"
+           "  augment: {rand_augment: \"\"}\n"
+           "  loader: {batch_size: 4, workers: 1, row_permutation_seed: 123, chunks: 4, chunks_used: 2}\n");
+  const std::string run = tmp / "run";
+  REQUIRE(shell(evax_bin() + " finetune --config '" + cfg + "' --run-dir '" + run + "' 2>'" +
+                (tmp / "err") + "'") == 0);
+  const auto m = test::read_json(run + "/eval/test/metrics.json");
+  const auto preds = read_csv(run + "/eval/test/predictions.csv");
+  size_t test_rows = 0;
+  for (const auto& r : read_csv(dataset() + "/classification.csv"))
+    test_rows += std::find(r.begin(), r.end(), "test") != r.end();
+  CHECK(preds.size() == test_rows + 1);  // header + every test row once
+  CHECK(m.contains("mauc"));
+}

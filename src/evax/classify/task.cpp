@@ -404,6 +404,9 @@ std::pair<torch::Tensor, std::vector<int64_t>> ClassifyTask::infer(const Manifes
   lo.drop_last_batch = false;
   lo.data_pct = 1.0;
   lo.epoch_length = 0;
+  lo.row_permutation_seed = -1;  // evaluation reads every row once, in manifest order
+  lo.chunks = 0;
+  lo.chunks_used = 0;
   lo.rank = rank_;
   lo.world_size = world_;
   Loader loader(

@@ -18,6 +18,58 @@ namespace {
 // the per-sample streams Rng(seed, {epoch, index}).
 constexpr uint64_t kPermutationStream = 0x7065726d75746531ull;
 constexpr uint64_t kSubsetStream = 0x73756273657431ull;
+// Stream tag of the chunk draws Rng(seed, {kChunkStream, epoch, position}).
+constexpr uint64_t kChunkStream = 0x6368756e6b73ull;
+
+// numpy's legacy MT19937 (randomkit / numpy/random/src/mt19937): init_genrand seeding and
+// genrand_int32 output, as RandomState(int) uses them.
+class Mt19937 {
+ public:
+  explicit Mt19937(uint32_t seed) {
+    key_[0] = seed;
+    for (uint32_t i = 1; i < kN; ++i)
+      key_[i] = 1812433253u * (key_[i - 1] ^ (key_[i - 1] >> 30)) + i;
+    pos_ = kN;
+  }
+  uint32_t next32() {
+    if (pos_ == kN) generate();
+    uint32_t y = key_[pos_++];
+    y ^= y >> 11;
+    y ^= (y << 7) & 0x9d2c5680u;
+    y ^= (y << 15) & 0xefc60000u;
+    return y ^ (y >> 18);
+  }
+
+ private:
+  static constexpr uint32_t kN = 624, kM = 397;
+  void generate() {
+    auto twist = [](uint32_t u, uint32_t v) {
+      const uint32_t y = (u & 0x80000000u) | (v & 0x7fffffffu);
+      return (y >> 1) ^ ((y & 1u) ? 0x9908b0dfu : 0u);
+    };
+    for (uint32_t i = 0; i < kN; ++i)
+      key_[i] = key_[(i + kM) % kN] ^ twist(key_[i], key_[(i + 1) % kN]);
+    pos_ = 0;
+  }
+  uint32_t key_[kN];
+  uint32_t pos_;
+};
+
+// numpy's random_interval(max) for max < 2^32: a uniform integer in [0, max] by rejection of
+// next32() & (smallest all-ones mask >= max).
+uint32_t numpy_interval(Mt19937& mt, uint32_t max) {
+  if (max == 0) return 0;
+  uint32_t mask = max;
+  mask |= mask >> 1;
+  mask |= mask >> 2;
+  mask |= mask >> 4;
+  mask |= mask >> 8;
+  mask |= mask >> 16;
+  uint32_t v;
+  while ((v = mt.next32() & mask) > max) {
+  }
+  return v;
+}
 
 // Makes this thread's torch ops single-threaded. Intra-op parallelism inside loader workers only
 // oversubscribes the cores the workers already fill (measured on 2 cores: 4x slower, OpenMP
@@ -62,6 +114,19 @@ torch::Tensor stack_field(const std::vector<Sample>& samples, torch::Tensor Samp
 }
 
 }  // namespace
+
+std::vector<int64_t> numpy_permutation(uint32_t seed, int64_t n) {
+  EVAX_CHECK(ConfigError, n >= 0 && n <= (int64_t{1} << 32), "numpy_permutation: n = ", n,
+             " is not in [0, 2^32]");
+  std::vector<int64_t> p(static_cast<size_t>(n));
+  std::iota(p.begin(), p.end(), 0);
+  Mt19937 mt(seed);
+  // RandomState.shuffle: for i = n-1 .. 1, swap x[i] with x[random_interval(i)].
+  for (int64_t i = n - 1; i > 0; --i)
+    std::swap(p[static_cast<size_t>(i)],
+              p[numpy_interval(mt, static_cast<uint32_t>(i))]);
+  return p;
+}
 
 Batch collate(const std::vector<Sample>& samples) {
   EVAX_ASSERT(!samples.empty(), "collate: no samples");
@@ -110,6 +175,26 @@ LoaderOptions loader_options_from_config(const ConfigView& cfg) {
                                     "samples per epoch over all ranks, cut from an endless stream "
                                     "of reshuffled passes (CheXpert-style fake epochs)");
   cfg.check("epoch_length", o.epoch_length >= 0, "must be >= 0 (0 = dataset length)");
+  o.row_permutation_seed = cfg.get<int64_t>(
+      "row_permutation_seed", o.row_permutation_seed,
+      "reorder the rows once as numpy's RandomState(seed).permutation(N) before sampling "
+      "(EVA-X's CheXpert shuffle: 123); -1 = dataset order");
+  cfg.check("row_permutation_seed",
+            o.row_permutation_seed >= -1 && o.row_permutation_seed <= 0xffffffffll,
+            "must be -1 (off) or in [0, 2^32 - 1]");
+  o.chunks = cfg.get<int64_t>("chunks", o.chunks,
+                              "split the rows into this many chunks: an epoch is floor(N / chunks) "
+                              "positions, each read from a drawn chunk (EVA-X's CheXpert fake "
+                              "epochs: 20); 0 = off");
+  cfg.check("chunks", o.chunks >= 0, "must be >= 0 (0 = off)");
+  cfg.check("chunks", o.chunks == 0 || (o.data_pct == 1.0 && o.epoch_length == 0),
+            "must be 0 unless data_pct is 1 and epoch_length is 0 (chunks set the epoch)");
+  o.chunks_used = cfg.get<int64_t>("chunks_used", o.chunks_used,
+                                   "chunks the per-sample draw picks from, the first ones "
+                                   "(EVA-X's CheXpert: 10 of 20, the first half of the rows)");
+  cfg.check("chunks_used",
+            o.chunks > 0 ? o.chunks_used >= 1 && o.chunks_used <= o.chunks : o.chunks_used == 0,
+            "must be in [1, chunks] when chunks > 0, else 0");
   const std::string bad = cfg.get<std::string>("bad_files", "error",
                                                "an unreadable sample: error stops the run, skip "
                                                "loads the next valid one (counted, reported)");
@@ -130,6 +215,23 @@ Sampler::Sampler(int64_t dataset_size, const LoaderOptions& o) : o_(o), size_(da
   EVAX_CHECK(ConfigError, o.epoch_length >= 0, "loader: epoch_length must be >= 0");
   EVAX_CHECK(ConfigError, o.workers >= 0 && o.prefetch >= 1,
              "loader: workers must be >= 0 and prefetch >= 1");
+  EVAX_CHECK(ConfigError, o.row_permutation_seed >= -1 && o.row_permutation_seed <= 0xffffffffll,
+             "loader: row_permutation_seed must be -1 (off) or in [0, 2^32 - 1], got ",
+             o.row_permutation_seed);
+  EVAX_CHECK(ConfigError, o.chunks >= 0, "loader: chunks must be >= 0, got ", o.chunks);
+  EVAX_CHECK(ConfigError,
+             o.chunks > 0 ? o.chunks_used >= 1 && o.chunks_used <= o.chunks : o.chunks_used == 0,
+             "loader: chunks_used must be in [1, chunks = ", o.chunks,
+             "] when chunks > 0, else 0; got ", o.chunks_used);
+  EVAX_CHECK(ConfigError, o.chunks == 0 || o.data_pct == 1.0,
+             "loader: chunks and data_pct < 1 exclude each other (data_pct = ", o.data_pct, ")");
+  EVAX_CHECK(ConfigError, o.chunks == 0 || o.epoch_length == 0,
+             "loader: chunks and epoch_length > 0 exclude each other (chunks set the epoch "
+             "length; epoch_length = ", o.epoch_length, ")");
+  EVAX_CHECK(ConfigError, o.chunks <= dataset_size, "loader: chunks = ", o.chunks,
+             " exceeds the ", dataset_size, " samples (an epoch would be empty)");
+  if (o.row_permutation_seed >= 0)
+    row_perm_ = numpy_permutation(static_cast<uint32_t>(o.row_permutation_seed), dataset_size);
   if (o.data_pct < 1.0) {
     // EVA-X: random.sample(range(N), int(N * pct)), dataset length int(len(subset) / pct).
     const auto k = static_cast<int64_t>(static_cast<double>(size_) * o.data_pct);
@@ -148,7 +250,10 @@ Sampler::Sampler(int64_t dataset_size, const LoaderOptions& o) : o_(o), size_(da
     std::iota(subset_.begin(), subset_.end(), 0);
     virtual_size_ = size_;
   }
-  epoch_length_ = o.epoch_length > 0 ? o.epoch_length : virtual_size_;
+  epoch_length_ = o.chunks > 0 ? size_ / o.chunks
+                 : o.epoch_length > 0 ? o.epoch_length
+                                      : virtual_size_;
+  cycle_size_ = o.chunks > 0 ? epoch_length_ : virtual_size_;
 }
 
 int64_t Sampler::samples_per_rank() const {
@@ -162,15 +267,16 @@ int64_t Sampler::batches_per_epoch() const {
 }
 
 int64_t Sampler::dataset_index(int64_t v) const {
-  return subset_[static_cast<size_t>(v % static_cast<int64_t>(subset_.size()))];
+  const int64_t p = subset_[static_cast<size_t>(v % static_cast<int64_t>(subset_.size()))];
+  return row_perm_.empty() ? p : row_perm_[static_cast<size_t>(p)];
 }
 
 std::vector<int64_t> Sampler::permutation(int64_t cycle) const {
-  std::vector<int64_t> p(static_cast<size_t>(virtual_size_));
+  std::vector<int64_t> p(static_cast<size_t>(cycle_size_));
   std::iota(p.begin(), p.end(), 0);
   if (!o_.shuffle) return p;
   Rng rng(o_.seed, {kPermutationStream, static_cast<uint64_t>(cycle)});
-  for (int64_t i = virtual_size_ - 1; i > 0; --i)  // Fisher–Yates
+  for (int64_t i = cycle_size_ - 1; i > 0; --i)  // Fisher–Yates
     std::swap(p[static_cast<size_t>(i)], p[static_cast<size_t>(rng.uniform_int(0, i))]);
   return p;
 }
@@ -178,8 +284,9 @@ std::vector<int64_t> Sampler::permutation(int64_t cycle) const {
 std::vector<int64_t> Sampler::rank_indices(int64_t epoch) const {
   EVAX_ASSERT(epoch >= 0);
   // The epoch is a slice of the endless stream perm(0) ++ perm(1) ++ ...; without epoch_length
-  // the slice is exactly perm(epoch).
-  const int64_t len = epoch_length_, v = virtual_size_;
+  // the slice is exactly perm(epoch). With chunks a permutation runs over the L positions of one
+  // epoch, so the slice is perm(epoch) of [0, L) too.
+  const int64_t len = epoch_length_, v = cycle_size_;
   std::vector<int64_t> all;
   all.reserve(static_cast<size_t>(len + o_.world_size));
   int64_t cycle = -1;
@@ -196,6 +303,14 @@ std::vector<int64_t> Sampler::rank_indices(int64_t epoch) const {
   std::vector<int64_t> mine;
   mine.reserve(static_cast<size_t>(total / w));
   for (int64_t i = o_.rank; i < total; i += w) mine.push_back(all[static_cast<size_t>(i)]);
+  if (o_.chunks > 0) {
+    // EVA-X's CheXpert __getitem__(i) reads row randint(0, chunks_used - 1) · L + i; here the
+    // draw comes from (seed, epoch, i), so a padded repeat of a position reads the same row.
+    for (int64_t& i : mine) {
+      Rng rng(o_.seed, {kChunkStream, static_cast<uint64_t>(epoch), static_cast<uint64_t>(i)});
+      i += rng.uniform_int(0, o_.chunks_used - 1) * len;
+    }
+  }
   return mine;
 }
 

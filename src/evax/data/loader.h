@@ -3,6 +3,9 @@
 //   - the sampler follows torch's DistributedSampler: one permutation of the dataset per epoch,
 //     seeded by (seed, epoch) and identical on every rank, padded by wrapping to a multiple of
 //     world_size (or truncated with drop_last), rank r taking positions r, r + W, r + 2W, ...;
+//   - optionally EVA-X's CheXpert "fake epochs": rows reordered once by numpy's
+//     RandomState(row_permutation_seed).permutation(N), each epoch floor(N / chunks) positions,
+//     each reading one of the first chunks_used chunks;
 //   - every sample gets its own Rng(seed, {epoch, index}) for augmentation;
 //   - workers build whole batches and a bounded queue hands them out in batch order; torch ops
 //     run single-threaded inside the workers (the workers already fill the cores).
@@ -61,13 +64,28 @@ struct LoaderOptions {
   /// epochs are consecutive slices of an endless stream of per-cycle permutations (CheXpert-style
   /// "fake epochs").
   int64_t epoch_length = 0;
+  /// >= 0: the rows are first reordered as numpy's RandomState(seed).permutation(N) (EVA-X's
+  /// CheXpert shuffle, seed 123): sampler position p reads dataset index perm[p]; -1 = off.
+  int64_t row_permutation_seed = -1;
+  /// > 0: EVA-X's CheXpert fake epochs: an epoch is L = floor(N / chunks) positions (permuted
+  /// when shuffle), position i reading k·L + i with k uniform in [0, chunks_used), drawn from
+  /// (seed, epoch, i); 0 = off. Excludes data_pct < 1 and epoch_length > 0.
+  int64_t chunks = 0;
+  /// Chunks the draw picks from, the first ones: in [1, chunks] when chunks > 0, else 0.
+  int64_t chunks_used = 0;
   BadFilePolicy bad_files = BadFilePolicy::kError;  ///< see BadFilePolicy
 };
 
 /// Reads LoaderOptions from `cfg` (keys: batch_size, workers, prefetch, seed, shuffle, drop_last,
-/// drop_last_batch, data_pct, epoch_length, bad_files: "error" | "skip"). rank and world_size are
-/// left at 0 / 1: they come from the distributed set-up, not the config.
+/// drop_last_batch, data_pct, epoch_length, row_permutation_seed, chunks, chunks_used, bad_files:
+/// "error" | "skip"). rank and world_size are left at 0 / 1: they come from the distributed
+/// set-up, not the config.
 LoaderOptions loader_options_from_config(const ConfigView& cfg);
+
+/// numpy's legacy `np.random.RandomState(seed).permutation(n)`, bit-exact (MT19937 seeded by
+/// init_genrand, Fisher–Yates from the end with masked-rejection draws; the same order as
+/// `np.random.seed(seed); np.random.shuffle(list(range(n)))`). n in [0, 2^32].
+std::vector<int64_t> numpy_permutation(uint32_t seed, int64_t n);
 
 /// A file the kSkip policy replaced.
 struct SkippedFile {
@@ -91,16 +109,20 @@ class Sampler {
   int64_t batches_per_epoch() const;
   /// This rank's virtual indices of `epoch`, in order (each in [0, virtual_size)).
   std::vector<int64_t> rank_indices(int64_t epoch) const;
-  /// The dataset index a virtual index reads (the data_pct subset, cycled).
+  /// The dataset index a virtual index reads (the data_pct subset, cycled, then the row
+  /// permutation).
   int64_t dataset_index(int64_t virtual_index) const;
   /// The data_pct subset (all indices when data_pct = 1), in draw order.
   const std::vector<int64_t>& subset() const { return subset_; }
+  /// The row permutation (numpy_permutation(row_permutation_seed, N)); empty when off.
+  const std::vector<int64_t>& row_permutation() const { return row_perm_; }
 
  private:
   std::vector<int64_t> permutation(int64_t cycle) const;
   LoaderOptions o_;
   int64_t size_ = 0, virtual_size_ = 0, epoch_length_ = 0;
-  std::vector<int64_t> subset_;
+  int64_t cycle_size_ = 0;  // what one permutation runs over: virtual_size_, or L with chunks
+  std::vector<int64_t> subset_, row_perm_;
 };
 
 /// Multi-threaded, ordered, deterministic batch loader.
