@@ -12,6 +12,7 @@
 #include "commands.h"
 #include "evax/core/files.h"
 #include "evax/data/synth_config.h"
+#include "evax/report/html.h"
 #include "train_plans.h"
 
 namespace fs = std::filesystem;
@@ -108,16 +109,6 @@ bool same_spec(const ConfigKey& a, const ConfigKey& b) {
          a.free_form == b.free_form && a.rules == b.rules && a.doc == b.doc;
 }
 
-std::string cell(std::string s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '|') out += "\\|";
-    else if (c == '\n') out += ' ';
-    else out += c;
-  }
-  return out;
-}
-
 std::string sentence(std::string s) {
   if (!s.empty() && s.back() != '.' && s.back() != '?' && s.back() != '!') s += '.';
   if (!s.empty() && s[0] >= 'a' && s[0] <= 'z') s[0] = static_cast<char>(s[0] - 'a' + 'A');
@@ -148,8 +139,8 @@ void table(std::ostream& os, const std::vector<const ConfigKey*>& keys) {
     std::string type = k->free_form ? "map (free-form)" : k->type.empty() ? "—" : k->type;
     std::string desc = k->doc.empty() ? "" : sentence(k->doc);
     for (const auto& r : k->rules) desc += (desc.empty() ? "" : " ") + rule_sentence(r);
-    os << "| `" << cell(k->path) << "` | " << cell(type) << " | " << cell(dflt) << " | "
-       << cell(desc) << " |\n";
+    os << "| `" << markdown_cell(k->path) << "` | " << markdown_cell(type) << " | "
+       << markdown_cell(dflt) << " | " << markdown_cell(desc) << " |\n";
   }
   os << "\n";
 }

@@ -355,10 +355,12 @@ std::string cam_eval_headline(const CamEvalResult& r) {
   char buf[512];
   std::snprintf(buf, sizeof buf,
                 "Grad-CAM localisation of %s on %s (%lld boxes): mAP %.2f%% (mIoU %.2f%%) vs "
-                "chance %.2f%% (centred map) and %.2f%% (uniform map); threshold %.2f ",
+                "chance %.2f%% (mIoU %.2f%%, centred map) and %.2f%% (mIoU %.2f%%, uniform map); "
+                "threshold %.2f ",
                 join_with(names, "/").c_str(), r.split.c_str(), static_cast<long long>(m.boxes),
                 100 * m.map, 100 * m.miou, 100 * r.centre.report.overall.map,
-                100 * r.uniform.report.overall.map, r.model.threshold);
+                100 * r.centre.report.overall.miou, 100 * r.uniform.report.overall.map,
+                100 * r.uniform.report.overall.miou, r.model.threshold);
   std::string out = buf;
   if (r.protocol == "paper") out += "searched on the evaluated split (EVA-X's protocol)";
   else if (r.protocol == "split") out += "chosen on " + r.threshold_chosen_on;

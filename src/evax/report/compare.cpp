@@ -44,16 +44,6 @@ std::string pct(double v) {
   return buf;
 }
 
-std::string md_cell(std::string s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '|') out += "\\|";
-    else if (c == '\n') out += ' ';
-    else out += c;
-  }
-  return out;
-}
-
 // The numbers of one row: the run's headline in percent, the paper's and the difference.
 struct Row {
   std::string metric, evax, paper, diff, table, source, state;
@@ -160,10 +150,10 @@ CompareTables compare_runs(const std::vector<RunSummary>& runs) {
         "source |\n|---|---|---|---:|---:|---:|---|---|\n";
   for (size_t i = 0; i < runs.size(); ++i) {
     const Row& r = rows[i];
-    md << "| " << md_cell(runs[i].dir) << " | " << md_cell(r.state) << " | " << md_cell(r.metric)
+    md << "| " << markdown_cell(runs[i].dir) << " | " << markdown_cell(r.state) << " | " << markdown_cell(r.metric)
        << " | " << r.evax << " | " << (r.paper.empty() ? "-" : r.paper) << " | "
-       << (r.diff.empty() ? "-" : r.diff) << " | " << md_cell(r.table) << " | "
-       << md_cell(r.source) << " |\n";
+       << (r.diff.empty() ? "-" : r.diff) << " | " << markdown_cell(r.table) << " | "
+       << markdown_cell(r.source) << " |\n";
   }
   if (runs.size() > 1) {
     md << "\n";
@@ -171,13 +161,13 @@ CompareTables compare_runs(const std::vector<RunSummary>& runs) {
       md << "The runs' configs are identical.\n";
     } else {
       md << "Config differences:\n\n| key |";
-      for (const auto& r : runs) md << " " << md_cell(r.dir) << " |";
+      for (const auto& r : runs) md << " " << markdown_cell(r.dir) << " |";
       md << "\n|---|";
       for (size_t i = 0; i < runs.size(); ++i) md << "---|";
       md << "\n";
       for (const auto& k : diff_keys) {
-        md << "| " << md_cell(k) << " |";
-        for (size_t i = 0; i < runs.size(); ++i) md << " " << md_cell(value_of(i, k)) << " |";
+        md << "| " << markdown_cell(k) << " |";
+        for (size_t i = 0; i < runs.size(); ++i) md << " " << markdown_cell(value_of(i, k)) << " |";
         md << "\n";
       }
     }

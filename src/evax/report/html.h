@@ -10,6 +10,9 @@ namespace evax {
 /// `s` with & < > " ' replaced by entities: safe in element text and in quoted attributes.
 std::string html_escape(const std::string& s);
 
+/// `s` as one Markdown table cell: '|' escaped, line breaks as spaces.
+std::string markdown_cell(const std::string& s);
+
 /// Standard base64 (RFC 4648, with padding) of `bytes`.
 std::string base64_encode(const std::string& bytes);
 
