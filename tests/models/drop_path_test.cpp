@@ -3,6 +3,7 @@
 // from the same generator, in the outputs and in every gradient.
 #include <catch2/catch.hpp>
 
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include "evax/models/registry.h"
@@ -71,3 +72,39 @@ TEST_CASE("drop path: the kept-samples block equals timm's masked formula, outpu
   }
   CHECK(partial >= 3);  // the kept-subset path ran, not only all-kept / all-dropped
 }
+
+TEST_CASE("drop path: under CPU bf16 autocast the kept-samples block runs and matches the formula") {
+  ViTOptions o = model_options("eva_x_tiny_patch16");
+  o.img_size(64).depth(1);
+  VisionTransformer vit(o);
+  auto block = vit->blocks->ptr<BlockImpl>(0);
+  block->drop_path = 0.5;
+  block->train();
+  const torch::Tensor rope = vit->rope_table(4, 4, torch::kCPU);
+  torch::manual_seed(0);
+  const torch::Tensor x = torch::randn({8, 17, o.embed_dim()});
+  auto run = [&](bool reference) {
+    at::autocast::set_autocast_enabled(at::kCPU, true);
+    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+    torch::manual_seed(2);  // partially kept for this seed (checked by the first test's loop)
+    torch::Tensor out;
+    if (reference) {
+      auto y = x + timm_drop_path(block->attn->forward(block->norm1->forward(x), rope), 0.5);
+      out = y + timm_drop_path(block->mlp->forward(block->norm2->forward(y)), 0.5);
+    } else {
+      out = block->forward(x, rope);
+    }
+    at::autocast::set_autocast_enabled(at::kCPU, false);
+    at::autocast::clear_cache();
+    return out.detach().to(torch::kFloat32);
+  };
+  torch::manual_seed(2);
+  const auto m1 = torch::empty({8}).bernoulli_(0.5);
+  const double k1 = m1.sum().item<double>();
+  REQUIRE((k1 > 0 && k1 < 8));  // the kept-subset path (index_add of a bf16 branch) runs
+  const torch::Tensor ref = run(true), out = run(false);
+  CHECK(out.scalar_type() == torch::kFloat32);
+  // bf16 GEMMs on sub-batches round like the full batch's rows, up to bf16's precision.
+  CHECK((out - ref).abs().max().item<double>() < 2e-2 * (1 + ref.abs().max().item<double>()));
+}
+

@@ -207,7 +207,8 @@ torch::Tensor residual(const torch::Tensor& x, double p, bool training, Branch&&
   const int64_t n = kept.size(0);
   if (n == x.size(0)) return torch::add(x, branch(x), scale);
   if (n == 0) return x.clone();
-  return x.index_add(0, kept, branch(x.index_select(0, kept)), scale);
+  // Under autocast the branch may come back in bf16 while the residual stream is float32.
+  return x.index_add(0, kept, branch(x.index_select(0, kept)).to(x.scalar_type()), scale);
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& rope) {
