@@ -15,17 +15,16 @@
 #include <chrono>
 #include <fstream>
 #include <iostream>
-#include <set>
 #include <string>
 #include <vector>
 
-#include <torch/csrc/autograd/profiler_kineto.h>
 
 #include "evax/classify/losses.h"
 #include "evax/classify/model.h"
 #include "evax/core/cli.h"
 #include "evax/core/error.h"
 #include "evax/train/optim.h"
+#include "profile_trace.h"
 
 namespace {
 
@@ -153,14 +152,7 @@ int main(int argc, char** argv) {
     std::vector<double> t_step, t_fwd, t_bwd, t_opt;
     for (int64_t i = 0; i < warmup; ++i) b.train_step();
     if (!profile.empty()) {
-      namespace prof = torch::autograd::profiler;
-      const torch::profiler::impl::ProfilerConfig cfg(torch::profiler::impl::ProfilerState::KINETO);
-      const std::set<torch::profiler::impl::ActivityType> cpu{
-          torch::profiler::impl::ActivityType::CPU};
-      prof::prepareProfiler(cfg, cpu);
-      prof::enableProfiler(cfg, cpu);
-      for (int64_t i = 0; i < iters; ++i) b.train_step();
-      prof::disableProfiler()->save(profile);
+      evax::bench::profile_trace(profile, iters, [&] { b.train_step(); });
       return 0;
     }
     for (int64_t i = 0; i < iters; ++i) {

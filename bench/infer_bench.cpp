@@ -3,9 +3,7 @@
 // timm and reports the ratio. With --checkpoint/--input/--features (inference.py --precision) the
 // model gets given weights, times the given pixels and writes their pooled features.
 #include <chrono>
-#include <set>
 
-#include <torch/csrc/autograd/profiler_kineto.h>
 #include <iostream>
 
 #include "evax/core/cli.h"
@@ -14,6 +12,7 @@
 #include "evax/models/load.h"
 #include "evax/models/registry.h"
 #include "evax/train/autocast.h"
+#include "profile_trace.h"
 
 int main(int argc, char** argv) {
   std::string model = "eva_x_small_patch16";
@@ -53,14 +52,7 @@ int main(int argc, char** argv) {
     auto run = [&] { return m->forward_head(m->forward_features(x), true); };
     for (int64_t i = 0; i < warmup; ++i) run();
     if (!profile.empty()) {
-      namespace prof = torch::autograd::profiler;
-      const torch::profiler::impl::ProfilerConfig cfg(torch::profiler::impl::ProfilerState::KINETO);
-      const std::set<torch::profiler::impl::ActivityType> cpu{
-          torch::profiler::impl::ActivityType::CPU};
-      prof::prepareProfiler(cfg, cpu);
-      prof::enableProfiler(cfg, cpu);
-      for (int64_t i = 0; i < iters; ++i) run();
-      prof::disableProfiler()->save(profile);
+      evax::bench::profile_trace(profile, iters, [&] { run(); });
       return 0;
     }
     auto t0 = std::chrono::steady_clock::now();
