@@ -18,7 +18,7 @@ Box rules (box x, y, w, h in pixels of an image of img_w x img_h; map of map_w x
 
 Maps: 10 random maps (6 of 24 x 36, 4 of 40 x 40), each a Gaussian blob at a random place plus
 noise, min-max scaled; some pixels set exactly to float32(0.3) and float32(0.25) to exercise the
-strict comparison. 60 boxes near the blobs (random offsets and sizes, fractional coordinates),
+strict comparison; maps 3 and 7 get four more pixels at the maximum (tied maxima). 60 boxes near the blobs (random offsets and sizes, fractional coordinates),
 labels A/B/C, images of random sizes (so the two rules differ), half in group "val" (0) and half
 in "test" (1).
 
@@ -34,6 +34,14 @@ Writes (--out):
                               (<cls>: A, B, C, overall)
   <rule>/split/index          chosen on the val group
   <rule>/split/<cls>          the test group at it
+  <rule>/hits                 (n, 3) float64 per box: pointing-game hit (the share of the map's
+                              maximal pixels inside the mask), energy (the share of the map's
+                              positive mass inside the mask), chance (mask pixels / map pixels)
+  <rule>/pointing/<cls>       (3,) float64 over the test group: mean hit, mean energy, and the
+                              one-sided p-value P(X >= boxes with hit == 1), X Poisson-binomial
+                              over the boxes' chances, computed here by the discrete Fourier
+                              transform of its characteristic function (not the recursion evax
+                              uses)
   centre/<h>x<w>              the centred baseline map: exp(-((x - cx)^2 / sx^2 + (y - cy)^2 /
                               sy^2) / 2), cx = (w - 1) / 2, sx = w / 4 (same for y), then
                               (g - min) / (1e-7 + max(g - min)), float32
@@ -89,6 +97,25 @@ def scores(ious):
     return np.array([ious.mean(), ap25, ap50, (ap25 + ap50) / 2, len(ious)])
 
 
+def pointing(cam, mask):
+    top = cam == cam.max()
+    pos = np.maximum(cam.astype(np.float64), 0)
+    energy = pos[mask].sum() / pos.sum() if pos.sum() > 0 else mask.mean()
+    return [float(top[mask].sum() / top.sum()), float(energy), float(mask.mean())]
+
+
+def poisson_binomial_tail(p, k):
+    n = len(p)
+    if k <= 0:
+        return 1.0
+    w = 2 * np.pi / (n + 1)
+    l = np.arange(n + 1)
+    z = np.exp(1j * w * l)
+    cf = np.prod(1 - np.asarray(p)[None, :] + np.asarray(p)[None, :] * z[:, None], axis=1)
+    pmf = np.real(np.fft.fft(cf)) / (n + 1)
+    return float(min(1.0, np.clip(pmf, 0, None)[k:].sum()))
+
+
 def centre_map(h, w):
     y, x = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
     cy, cx, sy, sx = (h - 1) / 2, (w - 1) / 2, h / 4, w / 4
@@ -112,6 +139,8 @@ def main():
         flat = m.reshape(-1)
         flat[rng.choice(flat.size, 12, replace=False)] = np.float32(0.3)
         flat[rng.choice(flat.size, 12, replace=False)] = np.float32(0.25)
+        if i in (3, 7):  # tied maxima
+            flat[np.random.default_rng(78 + i).choice(flat.size, 4, replace=False)] = np.float32(1.0)
         maps.append((m, cy, cx))
         out[f"map/{i}"] = torch.from_numpy(m.copy())
     for h, w in ((24, 36), (40, 40)):
@@ -142,7 +171,7 @@ def main():
     out["box_img"] = torch.tensor(box_img, dtype=torch.int64)
 
     for rule in ("image", "1024"):
-        rects, ious = [], []
+        rects, ious, hits = [], [], []
         for b in range(n):
             m = maps[box_map[b]][0]
             h, w = m.shape
@@ -152,7 +181,10 @@ def main():
                 mask, r = rect_1024(boxes[b], w, h)
             rects.append(r)
             ious.append([iou(m, mask, t) for t in THRESHOLDS])
+            hits.append(pointing(m, mask))
         ious = np.array(ious)
+        hits = np.array(hits)
+        out[f"{rule}/hits"] = torch.from_numpy(hits)
         out[f"{rule}/rects"] = torch.tensor(rects, dtype=torch.int64)
         out[f"{rule}/ious"] = torch.from_numpy(ious)
         group = np.array(box_group)
@@ -165,6 +197,11 @@ def main():
             for li, name in enumerate(LABELS):
                 out[f"{rule}/{key}/{name}"] = torch.from_numpy(scores(ious[test & (labels == li), index]))
 
+        for name, sel in [("overall", test)] + [(n_, test & (labels == li)) for li, n_ in enumerate(LABELS)]:
+            h_ = hits[sel]
+            out[f"{rule}/pointing/{name}"] = torch.tensor(
+                [h_[:, 0].mean(), h_[:, 1].mean(),
+                 poisson_binomial_tail(h_[:, 2], int((h_[:, 0] == 1).sum()))], dtype=torch.float64)
         map_test = [scores(ious[test, k])[3] for k in range(len(THRESHOLDS))]
         map_val = [scores(ious[~test, k])[3] for k in range(len(THRESHOLDS))]
         report("paper", int(np.argmax(map_test)))

@@ -51,8 +51,12 @@ TEST_CASE("localisation: rects, IoUs, scores and the threshold search equal nump
     const BoxScale scale = box_scale_from_name(rule);
     const auto want_rects = reft(std::string(rule) + "/rects");
     const auto want_ious = reft(std::string(rule) + "/ious");
+    const auto want_hits = reft(std::string(rule) + "/hits");
     std::vector<std::vector<double>> val, test;
     std::vector<std::string> test_classes;
+    std::vector<BoxPointing> test_hits;
+    double worst_hit = 0;
+    int64_t tied = 0;
     int64_t bad_rects = 0;
     double worst = 0;
     for (int64_t b = 0; b < n; ++b) {
@@ -71,8 +75,14 @@ TEST_CASE("localisation: rects, IoUs, scores and the threshold search equal nump
       const auto ious = box_ious(m.data_ptr<float>(), m.size(0), m.size(1), r, grid);
       for (size_t k = 0; k < grid.size(); ++k)
         worst = std::max(worst, std::abs(ious[k] - want_ious[b][static_cast<int64_t>(k)].item<double>()));
+      const BoxPointing hp = box_pointing(m.data_ptr<float>(), m.size(0), m.size(1), r);
+      const std::vector<double> got_hit{hp.hit, hp.energy, hp.chance};
+      for (int k = 0; k < 3; ++k)
+        worst_hit = std::max(worst_hit, std::abs(got_hit[k] - want_hits[b][k].item<double>()));
+      tied += hp.hit > 0 && hp.hit < 1;
       if (box_group[b].item<int64_t>() == 1) {
         test.push_back(ious);
+        test_hits.push_back(hp);
         test_classes.push_back(labels[static_cast<size_t>(box_label[b].item<int64_t>())]);
       } else {
         val.push_back(ious);
@@ -80,6 +90,20 @@ TEST_CASE("localisation: rects, IoUs, scores and the threshold search equal nump
     }
     CHECK(bad_rects == 0);
     CHECK(worst <= 1e-15);
+    CHECK(worst_hit <= 1e-12);
+    CHECK(tied > 0);  // the reference's tied maxima reach boxes: fractional hits are exercised
+    // Threshold-free scores and the pointing game's p-value (the reference computes it by a DFT).
+    const LocalisationReport pr = localisation_report(test, test_classes, 0, test_hits);
+    for (const char* cls : {"overall", "A", "B", "C"}) {
+      INFO("pointing, class " << cls);
+      const LocalisationScores& s = std::string(cls) == "overall" ? pr.overall : pr.per_class.at(cls);
+      const auto want = reft(std::string(rule) + "/pointing/" + cls);
+      CHECK(s.pointing == Approx(want[0].item<double>()).margin(1e-12));
+      CHECK(s.energy == Approx(want[1].item<double>()).margin(1e-12));
+      CHECK(s.pointing_p == Approx(want[2].item<double>()).margin(1e-12));
+    }
+    // Blobs near the boxes: a real effect under the image rule (1024 misplaces these boxes).
+    if (std::string(rule) == "image") CHECK(pr.overall.pointing_p < 0.5);
     for (const char* protocol : {"paper", "split"}) {
       INFO("protocol " << protocol);
       const std::string key = std::string(rule) + "/" + protocol;
@@ -167,4 +191,33 @@ TEST_CASE("localisation: small cases by hand") {
   const auto c = centre_map(5, 5);
   CHECK(c[12] == Approx(1.0).margin(1e-6));
   CHECK(*std::min_element(c.begin(), c.end()) == 0.0f);
+
+  // Pointing game: the 4 x 4 map's maximum (0.9) lies in the box; energy = in-box mass / mass.
+  BoxPointing h = box_pointing(map.data(), 4, 4, r);
+  CHECK(h.hit == 1.0);
+  CHECK(h.energy == Approx((0.9 + 0.6 + 0.7 + 0.3) / 3.1));  // mass 3.1 in all
+  CHECK(h.chance == 0.25);
+  CHECK(box_pointing(map.data(), 4, 4, BoxRect{0, 3, 4, 4}).hit == 0.0);
+  // Tied maxima count by their share inside; a uniform map scores the box's share; an all-zero
+  // map has no mass: its energy is the box's share too; negative values carry no mass.
+  CHECK(box_pointing(u.data(), 4, 4, r).hit == 0.25);
+  const std::vector<float> zero(16, 0.0f);
+  CHECK(box_pointing(zero.data(), 4, 4, r).energy == 0.25);
+  std::vector<float> neg(16, -1.0f);
+  neg[5] = 2.0f;  // in the box
+  neg[0] = 2.0f;  // outside
+  CHECK(box_pointing(neg.data(), 4, 4, r).hit == 0.5);
+  CHECK(box_pointing(neg.data(), 4, 4, r).energy == 0.5);
+  // Poisson-binomial tail by hand: p = {0.5, 0.5}: P(X >= 1) = 0.75, P(X >= 2) = 0.25.
+  CHECK(poisson_binomial_tail({0.5, 0.5}, 0) == 1.0);
+  CHECK(poisson_binomial_tail({0.5, 0.5}, 1) == Approx(0.75));
+  CHECK(poisson_binomial_tail({0.5, 0.5}, 2) == Approx(0.25));
+  CHECK(poisson_binomial_tail({0.5, 0.5}, 3) == 0.0);
+  // The report: hits 1 and 0.5 (not outright) → pointing 0.75, one outright hit: p = P(X >= 1).
+  const LocalisationReport rep = localisation_report(
+      {{0.3}, {0.1}}, {"A", "A"}, 0, {BoxPointing{1.0, 0.4, 0.1}, BoxPointing{0.5, 0.2, 0.2}});
+  CHECK(rep.overall.pointing == 0.75);
+  CHECK(rep.overall.energy == Approx(0.3));
+  CHECK(rep.overall.pointing_p == Approx(1 - 0.9 * 0.8));
+  CHECK(localisation_report({{0.3}}, {"A"}, 0).overall.pointing_p == 1.0);  // no hits given
 }

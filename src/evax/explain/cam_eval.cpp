@@ -55,6 +55,7 @@ struct Scored {
   std::vector<CamBox> boxes;
   std::vector<std::string> classes;
   std::vector<std::vector<double>> model, uniform, centre;
+  std::vector<BoxPointing> model_hits, uniform_hits, centre_hits;
 };
 
 Scored score_items(const LoadedClassifier& c, const std::vector<Item>& items,
@@ -94,6 +95,9 @@ Scored score_items(const LoadedClassifier& c, const std::vector<Item>& items,
         s.model.push_back(box_ious(m, size, size, cb.rect, cands));
         s.uniform.push_back(box_ious(uni.data(), size, size, cb.rect, cands));
         s.centre.push_back(box_ious(cen.data(), size, size, cb.rect, cands));
+        s.model_hits.push_back(box_pointing(m, size, size, cb.rect));
+        s.uniform_hits.push_back(box_pointing(uni.data(), size, size, cb.rect));
+        s.centre_hits.push_back(box_pointing(cen.data(), size, size, cb.rect));
         s.classes.push_back(cls);
         s.boxes.push_back(std::move(cb));
       }
@@ -110,18 +114,21 @@ Scored score_items(const LoadedClassifier& c, const std::vector<Item>& items,
 CamScored score_kind(const std::vector<std::vector<double>>& on,
                      const std::vector<std::vector<double>>& eval,
                      const std::vector<std::string>& eval_classes,
+                     const std::vector<BoxPointing>& eval_hits,
                      const std::vector<double>& cands, size_t* index) {
   const ThresholdChoice t = choose_threshold(on, cands);
   CamScored k;
   k.threshold = t.threshold;
   k.chosen_on = t.scores;
-  k.report = localisation_report(eval, eval_classes, t.index);
+  k.report = localisation_report(eval, eval_classes, t.index, eval_hits);
   *index = t.index;
   return k;
 }
 
 nlohmann::ordered_json scores_json(const LocalisationScores& s) {
-  return {{"miou", s.miou}, {"ap25", s.ap25}, {"ap50", s.ap50}, {"map", s.map}, {"boxes", s.boxes}};
+  return {{"miou", s.miou},   {"ap25", s.ap25},         {"ap50", s.ap50},   {"map", s.map},
+          {"boxes", s.boxes}, {"pointing", s.pointing}, {"energy", s.energy},
+          {"pointing_p", s.pointing_p}};
 }
 
 nlohmann::ordered_json per_class_json(const LocalisationReport& r) {
@@ -186,14 +193,16 @@ CamEvalResult cam_evaluate(const LoadedClassifier& c, const Manifest& manifest,
                                                 : "given";
   r.threshold_boxes = static_cast<int64_t>(on.boxes.size());
   size_t im = 0, iu = 0, ic = 0;
-  r.model = score_kind(on.model, ev.model, ev.classes, cands, &im);
-  r.uniform = score_kind(on.uniform, ev.uniform, ev.classes, cands, &iu);
-  r.centre = score_kind(on.centre, ev.centre, ev.classes, cands, &ic);
+  r.model = score_kind(on.model, ev.model, ev.classes, ev.model_hits, cands, &im);
+  r.uniform = score_kind(on.uniform, ev.uniform, ev.classes, ev.uniform_hits, cands, &iu);
+  r.centre = score_kind(on.centre, ev.centre, ev.classes, ev.centre_hits, cands, &ic);
   r.boxes = std::move(ev.boxes);
   for (size_t b = 0; b < r.boxes.size(); ++b) {
     r.boxes[b].iou = ev.model[b][im];
     r.boxes[b].iou_uniform = ev.uniform[b][iu];
     r.boxes[b].iou_centre = ev.centre[b][ic];
+    r.boxes[b].pointing = ev.model_hits[b].hit;
+    r.boxes[b].energy = ev.model_hits[b].energy;
   }
   for (const auto& [label, n] : r.skipped)
     log_warn("cam-eval: ", n, " box(es) labelled '", label, "' skipped: no such class in the "
@@ -239,7 +248,11 @@ nlohmann::ordered_json cam_eval_json(const CamEvalResult& r) {
   std::string note =
       "Scores are fractions (EVA-X reports percentages). IoU of (map > threshold) with each box's "
       "mask at the map's resolution; AP25/AP50: fraction of boxes with IoU > 0.25/0.5; mAP = "
-      "(AP25 + AP50) / 2. Baselines: a uniform map (every pixel on) and a centred Gaussian, their "
+      "(AP25 + AP50) / 2. Threshold-free: pointing = share of boxes holding the map's maximum "
+      "(pointing game; tied maxima count by their share inside), energy = mean share of the "
+      "map's mass inside the box; pointing_p = one-sided p-value of the boxes hit outright "
+      "against maxima placed uniformly at random (Poisson-binomial over the boxes' shares of "
+      "the map). Baselines: a uniform map (every pixel on) and a centred Gaussian, their "
       "thresholds chosen the same way.";
   if (r.protocol == "paper")
     note += " Protocol paper: the threshold was searched on the evaluated split itself (EVA-X's "
@@ -298,7 +311,7 @@ void cam_eval_write(const CamEvalResult& r, const std::string& dir) {
   write_file_atomic((fs::path(dir) / "metrics.json").string(), cam_eval_json(r).dump(2) + "\n");
   std::string csv =
       "path,line,label,class,x,y,w,h,mask_x0,mask_y0,mask_x1,mask_y1,score,iou,iou_uniform,"
-      "iou_centre\n";
+      "iou_centre,pointing,energy\n";
   // Box coordinates: whole numbers as such, others as the shortest exact decimal.
   auto coord = [](float v) {
     return v == std::floor(v) && std::abs(v) < 1e9f ? std::to_string(static_cast<int64_t>(v))
@@ -311,7 +324,8 @@ void cam_eval_write(const CamEvalResult& r, const std::string& dir) {
            std::to_string(b.rect.y0) + "," + std::to_string(b.rect.x1) + "," +
            std::to_string(b.rect.y1) + "," + format_double_exact(b.score) + "," +
            format_double_exact(b.iou) + "," + format_double_exact(b.iou_uniform) + "," +
-           format_double_exact(b.iou_centre) + "\n";
+           format_double_exact(b.iou_centre) + "," + format_double_exact(b.pointing) + "," +
+           format_double_exact(b.energy) + "\n";
   }
   write_file_atomic((fs::path(dir) / "boxes.csv").string(), csv);
   cam_gallery_write(r, (fs::path(dir) / "gallery").string());
@@ -321,9 +335,9 @@ std::string cam_eval_table(const CamEvalResult& r) {
   std::string out;
   char buf[256];
   auto row = [&](const std::string& name, const LocalisationScores& s) {
-    std::snprintf(buf, sizeof buf, "%-26s %6lld %7.2f %7.2f %7.2f %7.2f\n", name.c_str(),
-                  static_cast<long long>(s.boxes), 100 * s.miou, 100 * s.ap25, 100 * s.ap50,
-                  100 * s.map);
+    std::snprintf(buf, sizeof buf, "%-26s %6lld %7.2f %7.2f %7.2f %7.2f %8.2f %7.2f\n",
+                  name.c_str(), static_cast<long long>(s.boxes), 100 * s.miou, 100 * s.ap25,
+                  100 * s.ap50, 100 * s.map, 100 * s.pointing, 100 * s.energy);
     out += buf;
   };
   std::snprintf(buf, sizeof buf, "Grad-CAM localisation on split '%s' (%%), threshold %.2f ",
@@ -336,8 +350,8 @@ std::string cam_eval_table(const CamEvalResult& r) {
            " boxes)\n";
   else
     out += "given\n";
-  std::snprintf(buf, sizeof buf, "%-26s %6s %7s %7s %7s %7s\n", "class", "boxes", "mIoU", "AP25",
-                "AP50", "mAP");
+  std::snprintf(buf, sizeof buf, "%-26s %6s %7s %7s %7s %7s %8s %7s\n", "class", "boxes", "mIoU",
+                "AP25", "AP50", "mAP", "pointing", "energy");
   out += buf;
   for (const auto& [name, s] : r.model.report.per_class) row(name, s);
   row("overall", r.model.report.overall);
@@ -345,6 +359,12 @@ std::string cam_eval_table(const CamEvalResult& r) {
   row(buf, r.uniform.report.overall);
   std::snprintf(buf, sizeof buf, "chance, centred (t %.2f)", r.centre.threshold);
   row(buf, r.centre.report.overall);
+  const LocalisationScores& m = r.model.report.overall;
+  std::snprintf(buf, sizeof buf,
+                "pointing game: the map's maximum in the box for %.2f%% of boxes vs %.2f%% for a "
+                "maximum placed at random; one-sided p = %.2g\n",
+                100 * m.pointing, 100 * r.uniform.report.overall.pointing, m.pointing_p);
+  out += buf;
   return out;
 }
 
@@ -352,15 +372,20 @@ std::string cam_eval_headline(const CamEvalResult& r) {
   std::vector<std::string> names;
   for (const auto& [name, s] : r.model.report.per_class) names.push_back(name);
   const LocalisationScores& m = r.model.report.overall;
-  char buf[512];
+  char buf[1024];
   std::snprintf(buf, sizeof buf,
                 "Grad-CAM localisation of %s on %s (%lld boxes): mAP %.2f%% (mIoU %.2f%%) vs "
                 "chance %.2f%% (mIoU %.2f%%, centred map) and %.2f%% (mIoU %.2f%%, uniform map); "
-                "threshold %.2f ",
+                "pointing game %.2f%% vs %.2f%% / %.2f%% (p = %.2g), energy in box %.2f%% vs %.2f%% / "
+                "%.2f%%; threshold %.2f ",
                 join_with(names, "/").c_str(), r.split.c_str(), static_cast<long long>(m.boxes),
                 100 * m.map, 100 * m.miou, 100 * r.centre.report.overall.map,
                 100 * r.centre.report.overall.miou, 100 * r.uniform.report.overall.map,
-                100 * r.uniform.report.overall.miou, r.model.threshold);
+                100 * r.uniform.report.overall.miou, 100 * m.pointing,
+                100 * r.centre.report.overall.pointing, 100 * r.uniform.report.overall.pointing,
+                m.pointing_p,
+                100 * m.energy, 100 * r.centre.report.overall.energy,
+                100 * r.uniform.report.overall.energy, r.model.threshold);
   std::string out = buf;
   if (r.protocol == "paper") out += "searched on the evaluated split (EVA-X's protocol)";
   else if (r.protocol == "split") out += "chosen on " + r.threshold_chosen_on;

@@ -61,6 +61,8 @@ struct CamBox {
   double iou = 0;           ///< IoU of the model's map at the model's threshold
   double iou_uniform = 0;   ///< IoU of the uniform baseline at its threshold
   double iou_centre = 0;    ///< IoU of the centred baseline at its threshold
+  double pointing = 0;      ///< the model's pointing-game hit (BoxPointing::hit)
+  double energy = 0;        ///< the share of the model's map mass inside the box
 };
 
 /// A map kept for the gallery.
@@ -96,7 +98,7 @@ CamEvalResult cam_evaluate(const LoadedClassifier& c, const Manifest& manifest,
                            const CamEvalOptions& o);
 
 /// metrics.json: "split", "protocol", "threshold", "threshold_chosen_on", "threshold_boxes",
-/// "overall" and "per_class" ({miou, ap25, ap50, map, boxes}, fractions), "baselines" ({uniform,
+/// "overall" and "per_class" ({miou, ap25, ap50, map, boxes, pointing, energy}, fractions), "baselines" ({uniform,
 /// centre}: the same keys), "skipped_boxes", "settings" and a "note".
 nlohmann::ordered_json cam_eval_json(const CamEvalResult& r);
 

@@ -87,6 +87,45 @@ std::vector<double> box_ious(const float* map, int64_t h, int64_t w, const BoxRe
   return ious;
 }
 
+BoxPointing box_pointing(const float* map, int64_t h, int64_t w, const BoxRect& r) {
+  EVAX_ASSERT(h > 0 && w > 0);
+  float top = map[0];
+  for (int64_t i = 1; i < h * w; ++i) top = std::max(top, map[i]);
+  int64_t tops = 0, tops_in = 0;
+  double mass = 0, mass_in = 0;
+  for (int64_t y = 0; y < h; ++y) {
+    const bool row_in = y >= r.y0 && y < r.y1;
+    for (int64_t x = 0; x < w; ++x) {
+      const float v = map[y * w + x];
+      const bool in = row_in && x >= r.x0 && x < r.x1;
+      if (v == top) ++tops, tops_in += in;
+      const double pos = v > 0 ? static_cast<double>(v) : 0.0;
+      mass += pos;
+      if (in) mass_in += pos;
+    }
+  }
+  BoxPointing p;
+  p.chance = static_cast<double>(r.area()) / static_cast<double>(h * w);
+  p.hit = static_cast<double>(tops_in) / static_cast<double>(tops);
+  p.energy = mass > 0 ? mass_in / mass
+                      : static_cast<double>(r.area()) / static_cast<double>(h * w);
+  return p;
+}
+
+double poisson_binomial_tail(const std::vector<double>& p, int64_t k) {
+  if (k <= 0) return 1.0;
+  if (k > static_cast<int64_t>(p.size())) return 0.0;
+  std::vector<double> dist(p.size() + 1, 0.0);  // dist[j] = P(j successes so far)
+  dist[0] = 1.0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    for (size_t j = i + 1; j > 0; --j) dist[j] = dist[j] * (1 - p[i]) + dist[j - 1] * p[i];
+    dist[0] *= 1 - p[i];
+  }
+  double tail = 0;
+  for (size_t j = static_cast<size_t>(k); j < dist.size(); ++j) tail += dist[j];
+  return std::min(1.0, tail);
+}
+
 std::vector<double> cam_threshold_grid() {
   std::vector<double> t;
   for (int k = 1; k <= 60; ++k) t.push_back(k / 100.0);
@@ -138,14 +177,39 @@ ThresholdChoice choose_threshold(const std::vector<std::vector<double>>& ious,
 }
 
 LocalisationReport localisation_report(const std::vector<std::vector<double>>& ious,
-                                       const std::vector<std::string>& classes, size_t index) {
+                                       const std::vector<std::string>& classes, size_t index,
+                                       const std::vector<BoxPointing>& hits) {
   EVAX_ASSERT(ious.size() == classes.size(), ious.size(), " boxes, ", classes.size(), " classes");
+  EVAX_ASSERT(hits.empty() || hits.size() == ious.size(), hits.size(), " hits, ", ious.size(),
+              " boxes");
   LocalisationReport r;
   const std::vector<double> all = column(ious, index);
-  std::map<std::string, std::vector<double>> by_class;
-  for (size_t b = 0; b < all.size(); ++b) by_class[classes[b]].push_back(all[b]);
-  for (const auto& [name, v] : by_class) r.per_class[name] = localisation_scores(v);
-  r.overall = localisation_scores(all);
+  std::map<std::string, std::vector<size_t>> by_class;
+  for (size_t b = 0; b < all.size(); ++b) by_class[classes[b]].push_back(b);
+  auto scored = [&](const std::vector<size_t>& boxes) {
+    std::vector<double> v;
+    std::vector<double> chance;
+    double hit = 0, energy = 0;
+    int64_t outright = 0;
+    for (size_t b : boxes) {
+      v.push_back(all[b]);
+      if (hits.empty()) continue;
+      hit += hits[b].hit, energy += hits[b].energy;
+      outright += hits[b].hit == 1.0;
+      chance.push_back(hits[b].chance);
+    }
+    LocalisationScores s = localisation_scores(v);
+    if (!boxes.empty() && !hits.empty()) {
+      s.pointing = hit / static_cast<double>(boxes.size());
+      s.energy = energy / static_cast<double>(boxes.size());
+      s.pointing_p = poisson_binomial_tail(chance, outright);
+    }
+    return s;
+  };
+  for (const auto& [name, v] : by_class) r.per_class[name] = scored(v);
+  std::vector<size_t> every(all.size());
+  for (size_t b = 0; b < every.size(); ++b) every[b] = b;
+  r.overall = scored(every);
   return r;
 }
 

@@ -50,6 +50,22 @@ BoxRect box_rect(const Box& b, int64_t img_w, int64_t img_h, int64_t map_w, int6
 std::vector<double> box_ious(const float* map, int64_t h, int64_t w, const BoxRect& r,
                              const std::vector<double>& thresholds);
 
+/// Threshold-free scores of one map against one box.
+struct BoxPointing {
+  /// Pointing game (Zhang et al., "Top-down neural attention by excitation backprop"): 1 when the
+  /// map's maximum lies inside the box; with tied maxima, the share of them inside (so a uniform
+  /// map scores the box's share of the map, the chance level).
+  double hit = 0;
+  /// Energy-based pointing game (Score-CAM's): the share of the map's mass inside the box
+  /// (negative values count as 0; an all-zero map scores the box's share of the map).
+  double energy = 0;
+  /// The box's share of the map: the hit rate of a maximum placed uniformly at random.
+  double chance = 0;
+};
+
+/// The pointing-game hit and energy share of the map (h × w, row-major) for the rectangle.
+BoxPointing box_pointing(const float* map, int64_t h, int64_t w, const BoxRect& r);
+
 /// EVA-X's threshold candidates: k / 100 for k = 1 … 60.
 std::vector<double> cam_threshold_grid();
 
@@ -60,7 +76,16 @@ struct LocalisationScores {
   double ap50 = 0;    ///< fraction with IoU > 0.5
   double map = 0;     ///< (ap25 + ap50) / 2, EVA-X's "mAP"
   int64_t boxes = 0;  ///< boxes scored (all scores 0 when none)
+  double pointing = 0;  ///< mean pointing-game hit (threshold-free; when hits were given)
+  double energy = 0;    ///< mean energy share inside the box (threshold-free; when given)
+  /// One-sided p-value of the pointing game against chance: P(X >= boxes hit outright), X the
+  /// hits of maxima placed uniformly at random (Poisson-binomial over the boxes' shares); 1
+  /// without hits.
+  double pointing_p = 1;
 };
+
+/// P(X >= k) for X a sum of independent Bernoulli(p_i) (exact, by recursion over the p_i).
+double poisson_binomial_tail(const std::vector<double>& p, int64_t k);
 
 /// The scores of the given IoUs.
 LocalisationScores localisation_scores(const std::vector<double>& ious);
@@ -82,8 +107,11 @@ struct LocalisationReport {
   std::map<std::string, LocalisationScores> per_class;
   LocalisationScores overall;
 };
+/// `hits`, when not empty, holds each box's BoxPointing (same order as `ious`) and fills the
+/// pointing and energy means.
 LocalisationReport localisation_report(const std::vector<std::vector<double>>& ious,
-                                       const std::vector<std::string>& classes, size_t index);
+                                       const std::vector<std::string>& classes, size_t index,
+                                       const std::vector<BoxPointing>& hits = {});
 
 /// Chance baseline: a constant map of 1 (every pixel on at every candidate threshold, so a box
 /// scores its share of the image).
