@@ -1,10 +1,10 @@
 #include "evax/models/vit.h"
 
-#include <ATen/autocast_mode.h>
 
 #include <cmath>
 
 #include "evax/core/error.h"
+#include "evax/models/linear.h"
 
 namespace F = torch::nn::functional;
 
@@ -52,20 +52,12 @@ torch::nn::Linear linear(int64_t in, int64_t out, bool bias) {
   return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
 }
 
-// Under autocast, at::linear (what PyTorch's nn.Linear calls) is on the cast list: weight and bias
-// become bf16 and one fused GEMM runs. LibTorch's nn::Linear goes through F::linear instead: a
-// matmul, then an in-place add of the float32 bias onto the bf16 output, a slow mixed-dtype pass.
-// In float32 F::linear stays, keeping today's numerics.
+// The kernel choice (at::linear under autocast, oneDNN on the CPU in float32): models/linear.h.
 torch::Tensor lin(const torch::nn::Linear& m, const torch::Tensor& x) {
-  if (at::autocast::is_autocast_enabled(x.device().type()))
-    return torch::linear(x, m->weight, m->bias);
-  return F::linear(x, m->weight, m->bias);
+  return linear_forward(x, m->weight, m->bias);
 }
-
-// The same for a linear with an explicit bias (the qkv projection's q/zero/v bias).
 torch::Tensor lin(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-  if (at::autocast::is_autocast_enabled(x.device().type())) return torch::linear(x, w, b);
-  return F::linear(x, w, b);
+  return linear_forward(x, w, b);
 }
 
 torch::nn::LayerNorm layer_norm(int64_t d, double eps) {

@@ -1,0 +1,104 @@
+// The ViT's linear (models/linear.h): on the CPU in float32 with two threads it runs as a 1×1
+// convolution on oneDNN, which must equal x·wᵀ + b (computed in float64) in the output and in
+// every gradient, deterministically, for contiguous and strided inputs, with and without bias.
+#include <catch2/catch.hpp>
+
+#include <ATen/Context.h>
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <functional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "evax/models/linear.h"
+
+using namespace evax;
+
+namespace {
+
+// Names of every autograd node behind t.
+std::set<std::string> graph_nodes(const torch::Tensor& t) {
+  std::set<std::string> names;
+  std::function<void(const std::shared_ptr<torch::autograd::Node>&)> walk =
+      [&](const std::shared_ptr<torch::autograd::Node>& n) {
+        if (!n || !names.insert(n->name()).second) return;
+        for (const auto& e : n->next_edges()) walk(e.function);
+      };
+  walk(t.grad_fn());
+  return names;
+}
+
+double rel_err(const torch::Tensor& got, const torch::Tensor& want) {
+  return ((got.to(torch::kFloat64) - want).norm() / want.norm()).item<double>();
+}
+
+struct ThreadsGuard {
+  int saved = at::get_num_threads();
+  explicit ThreadsGuard(int n) { at::set_num_threads(n); }
+  ~ThreadsGuard() { at::set_num_threads(saved); }
+};
+
+}  // namespace
+
+TEST_CASE("models: the CPU float32 linear (oneDNN 1x1 convolution) equals x·wᵀ + b, with gradients") {
+  ThreadsGuard threads(2);
+  if (!at::hasMKLDNN()) {
+    CHECK(cpu_linear_backend() == "blas");
+    return;
+  }
+  // The wheel has oneDNN: the default is the convolution (EVAX_CPU_LINEAR=blas opts out).
+  if (!std::getenv("EVAX_CPU_LINEAR")) CHECK(cpu_linear_backend() == "onednn");
+  torch::manual_seed(0);
+  for (bool bias : {true, false})
+    for (bool strided : {false, true}) {
+      INFO("bias " << bias << ", strided input " << strided);
+      const int64_t b = 3, n = 37, k = 48, out = 40;
+      torch::Tensor x = strided ? torch::randn({b, k, n}).transpose(1, 2) : torch::randn({b, n, k});
+      x.requires_grad_(true);
+      auto w = (torch::randn({out, k}) * 0.2).requires_grad_(true);
+      auto bb = bias ? torch::randn({out}).requires_grad_(true) : torch::Tensor();
+      const auto y = linear_forward(x, w, bb);
+      REQUIRE(y.sizes() == torch::IntArrayRef({b, n, out}));
+      if (cpu_linear_backend() == "onednn")
+        CHECK(graph_nodes(y).count("ConvolutionBackward0") == 1);  // the path is really taken
+      // Reference in float64.
+      const auto xd = x.detach().to(torch::kFloat64), wd = w.detach().to(torch::kFloat64);
+      auto want = torch::matmul(xd, wd.t());
+      if (bias) want = want + bb.detach().to(torch::kFloat64);
+      CHECK(rel_err(y.detach(), want) < 1e-6);
+      const auto g = torch::randn({b, n, out});
+      y.backward(g);
+      const auto gd = g.to(torch::kFloat64);
+      CHECK(rel_err(x.grad(), torch::matmul(gd, wd)) < 1e-6);
+      CHECK(rel_err(w.grad(), torch::matmul(gd.reshape({-1, out}).t(), xd.reshape({-1, k}))) < 1e-6);
+      if (bias) CHECK(rel_err(bb.grad(), gd.sum(std::vector<int64_t>{0, 1})) < 1e-6);
+      // Deterministic: the same call again gives the same bits.
+      const auto y2 = linear_forward(x.detach(), w.detach(), bias ? bb.detach() : torch::Tensor());
+      CHECK(torch::equal(y.detach(), y2));
+    }
+  // Beyond 512 tokens per image, training keeps BLAS (oneDNN's backward is slower there);
+  // inference still takes the convolution.
+  {
+    const bool onednn = cpu_linear_backend() == "onednn";
+    auto xl = torch::randn({2, 513, 8}, torch::requires_grad());
+    auto wl = torch::randn({4, 8});
+    CHECK(graph_nodes(linear_forward(xl, wl, {})).count("ConvolutionBackward0") == 0);
+    auto xs = torch::randn({2, 512, 8}, torch::requires_grad());
+    CHECK(graph_nodes(linear_forward(xs, wl, {})).count("ConvolutionBackward0") == (onednn ? 1u : 0u));
+    torch::NoGradGuard ng;
+    const auto y = linear_forward(xl.detach(), wl, {});
+    CHECK(rel_err(y, torch::matmul(xl.detach().to(torch::kFloat64), wl.to(torch::kFloat64).t())) < 1e-6);
+  }
+  // 2-D inputs and one thread with a small batch keep F::linear (no convolution node).
+  auto x2 = torch::randn({5, 8}, torch::requires_grad());
+  auto w2 = torch::randn({4, 8}, torch::requires_grad());
+  CHECK(graph_nodes(linear_forward(x2, w2, {})).count("ConvolutionBackward0") == 0);
+  at::set_num_threads(1);
+  auto x3 = torch::randn({2, 9, 8}, torch::requires_grad());
+  CHECK(graph_nodes(linear_forward(x3, w2, {})).count("ConvolutionBackward0") == 0);
+  auto x4 = torch::randn({16, 9, 8}, torch::requires_grad());
+  CHECK(graph_nodes(linear_forward(x4, w2, {})).count("ConvolutionBackward0") ==
+        (cpu_linear_backend() == "onednn" ? 1u : 0u));
+}
