@@ -78,18 +78,34 @@ TEST_CASE("models: the CPU float32 linear (oneDNN 1x1 convolution) equals xÂ·wáµ
       const auto y2 = linear_forward(x.detach(), w.detach(), bias ? bb.detach() : torch::Tensor());
       CHECK(torch::equal(y.detach(), y2));
     }
-  // Beyond 512 tokens per image, training keeps BLAS (oneDNN's backward is slower there);
-  // inference still takes the convolution.
-  {
-    const bool onednn = cpu_linear_backend() == "onednn";
-    auto xl = torch::randn({2, 513, 8}, torch::requires_grad());
-    auto wl = torch::randn({4, 8});
-    CHECK(graph_nodes(linear_forward(xl, wl, {})).count("ConvolutionBackward0") == 0);
-    auto xs = torch::randn({2, 512, 8}, torch::requires_grad());
-    CHECK(graph_nodes(linear_forward(xs, wl, {})).count("ConvolutionBackward0") == (onednn ? 1u : 0u));
-    torch::NoGradGuard ng;
-    const auto y = linear_forward(xl.detach(), wl, {});
-    CHECK(rel_err(y, torch::matmul(xl.detach().to(torch::kFloat64), wl.to(torch::kFloat64).t())) < 1e-6);
+  // Beyond 512 tokens per image, training takes the convolution forward with a BLAS weight
+  // gradient (a custom autograd node); its output and gradients equal the reference too.
+  if (cpu_linear_backend() == "onednn") {
+    for (bool bias : {true, false}) {
+      INFO("long sequence, bias " << bias);
+      auto xl = torch::randn({2, 600, 24}, torch::requires_grad());
+      auto wl = (torch::randn({20, 24}) * 0.2).requires_grad_(true);
+      auto bl = bias ? torch::randn({20}).requires_grad_(true) : torch::Tensor();
+      const auto y = linear_forward(xl, wl, bl);
+      bool custom = false;
+      for (const auto& name : graph_nodes(y)) custom |= name.find("LongLinear") != std::string::npos;
+      CHECK(custom);
+      const auto xd = xl.detach().to(torch::kFloat64), wd = wl.detach().to(torch::kFloat64);
+      auto want = torch::matmul(xd, wd.t());
+      if (bias) want = want + bl.detach().to(torch::kFloat64);
+      CHECK(rel_err(y.detach(), want) < 1e-6);
+      const auto g = torch::randn({2, 600, 20});
+      y.backward(g);
+      const auto gd = g.to(torch::kFloat64);
+      CHECK(rel_err(xl.grad(), torch::matmul(gd, wd)) < 1e-6);
+      CHECK(rel_err(wl.grad(), torch::matmul(gd.reshape({-1, 20}).t(), xd.reshape({-1, 24}))) < 1e-6);
+      if (bias) CHECK(rel_err(bl.grad(), gd.sum(std::vector<int64_t>{0, 1})) < 1e-6);
+      // Only the weight needs a gradient (a frozen input): no input gradient is computed.
+      auto xf = torch::randn({2, 600, 24});
+      auto wf = torch::randn({20, 24}, torch::requires_grad());
+      linear_forward(xf, wf, {}).sum().backward();
+      CHECK(rel_err(wf.grad(), xf.to(torch::kFloat64).reshape({-1, 24}).sum(0).expand({20, 24})) < 1e-6);
+    }
   }
   // 2-D inputs and one thread with a small batch keep F::linear (no convolution node).
   auto x2 = torch::randn({5, 8}, torch::requires_grad());

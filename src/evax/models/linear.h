@@ -6,8 +6,9 @@
 //    out channels-last (no copy: (B, N, K) memory is NHWC for (B, K, N, 1)). ATen runs it on
 //    oneDNN's kernels, which on the project's AVX-512 AMD EPYC machines do 2.2-2.7x the GEMM
 //    throughput of the BLAS sgemm behind at::linear (bench/README.md), in full float32 (no
-//    reduced-precision math). Without autograd always; with autograd only up to 512 tokens per
-//    image (beyond, oneDNN's backward is slower than BLAS). EVAX_CPU_LINEAR=blas turns it off;
+//    reduced-precision math). Beyond 512 tokens per image, where oneDNN's backward is slower
+//    than BLAS, training computes the weight gradient with one BLAS GEMM (forward and input
+//    gradient stay on oneDNN). EVAX_CPU_LINEAR=blas turns it all off;
 //  - otherwise (CUDA, 2-D inputs, one thread with B < 16, where ATen would not pick oneDNN):
 //    LibTorch's F::linear.
 #pragma once
