@@ -128,11 +128,12 @@ int cmd_manifest(const Args& args) {
     ArgParser p(cmd,
                 "CheXpert -> manifest: train.csv (train) and valid.csv (--eval-split). Uncertain\n"
                 "(-1) labels follow --uncertain (default: EVA-X's ones for Atelectasis and Edema,\n"
-                "zeros otherwise); blank labels stay missing unless --blank-as-zero.");
+                "zeros otherwise; keep writes -1 for the classifier's data.uncertain.* to resolve,\n"
+                "smoothed labels included); blank labels stay missing unless --blank-as-zero.");
     add_common(p, o, false, true);
     p.option("--labels", &labels, "SET", "competition (the 5 EVA-X labels) or all (14)");
     p.option("--uncertain", &uncertain, "SPEC",
-             "ones|zeros|ignore, or per label: Cardiomegaly=ones,Edema=zeros");
+             "ones|zeros|ignore|keep, or per label: Cardiomegaly=ones,Edema=zeros");
     p.flag("--frontal-only", &o.frontal_only, "keep frontal images only");
     p.flag("--blank-as-zero", &o.blank_as_zero, "write blank labels as 0 (EVA-X training)");
     if (!p.parse(rest)) return 0;

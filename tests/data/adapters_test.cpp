@@ -414,6 +414,17 @@ TEST_CASE("adapters: chexpert labels, uncertain policies, views and splits", "[a
     CHECK(same(m.rows[0].labels, {1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}));
     CHECK(same(m.rows[1].labels, {0, 0, 1, 1, 0, 1, 0, 0, 1, 0, 0, 0, 1, 0}));
   }
+  SECTION("keep: -1 stays in the manifest for the classifier's data.uncertain.* to resolve") {
+    evax::parse_uncertain_spec("keep,Edema=ones", &o);
+    evax::build_chexpert_manifest(o);
+    CHECK(cells(o.out)[2][4] == "-1");  // Atelectasis of row 1
+    CHECK_THROWS_WITH(manifest_load(o.out), Contains("uncertain label '-1'"));
+    evax::ManifestOptions mo;
+    mo.allow_uncertain = true;
+    const Manifest m = manifest_load(o.out, mo);
+    CHECK(same(m.rows[1].labels, {-1, -1, -1, 1, -1}));
+    CHECK(same(m.rows[4].labels, {0, 1, 0, 0, 0}));  // valid.csv has no uncertain labels
+  }
   SECTION("uncertain spec errors") {
     CHECK_THROWS_AS(evax::parse_uncertain_spec("maybe", &o), evax::UsageError);
     CHECK_THROWS_WITH(evax::parse_uncertain_spec("Flu=ones", &o), Contains("'Flu'"));

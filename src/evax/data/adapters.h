@@ -68,6 +68,7 @@ enum class UncertainPolicy {
   kOnes,    ///< U-Ones: 1
   kZeros,   ///< U-Zeros: 0
   kIgnore,  ///< missing (empty cell)
+  kKeep,    ///< -1 kept in the manifest: the classifier's data.uncertain.* decides (and smooths)
 };
 
 /// CheXpert options.

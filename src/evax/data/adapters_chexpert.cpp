@@ -27,6 +27,7 @@ const char* policy_name(UncertainPolicy p) {
     case UncertainPolicy::kOnes: return "ones";
     case UncertainPolicy::kZeros: return "zeros";
     case UncertainPolicy::kIgnore: return "ignore";
+    case UncertainPolicy::kKeep: return "keep";
   }
   return "?";
 }
@@ -48,8 +49,9 @@ void parse_uncertain_spec(const std::string& spec, CheXpertOptions* options) {
     if (v == "ones") return UncertainPolicy::kOnes;
     if (v == "zeros") return UncertainPolicy::kZeros;
     if (v == "ignore") return UncertainPolicy::kIgnore;
+    if (v == "keep") return UncertainPolicy::kKeep;
     raise<UsageError>("--uncertain: unknown policy '", trim(s), "' in '", spec,
-                      "' (want ones, zeros or ignore)");
+                      "' (want ones, zeros, ignore or keep)");
   };
   for (const std::string& raw : split_on(spec, ',')) {
     const std::string item = trim(raw);
@@ -145,6 +147,7 @@ ManifestSummary build_chexpert_manifest(const CheXpertOptions& o) {
         } else if (v == "-1" || v == "-1.0") {
           values.push_back(policies[k] == UncertainPolicy::kOnes    ? 1.0f
                            : policies[k] == UncertainPolicy::kZeros ? 0.0f
+                           : policies[k] == UncertainPolicy::kKeep  ? -1.0f
                                                                     : kMissing);
         } else {
           raise<DataError>(where, "column '", labels[k], "': bad value '", v,

@@ -352,7 +352,8 @@ ManifestSummary ManifestWriter::write(int64_t skipped, int64_t masks) {
     os << csv_quote(manifest_path_for(out_, r.path)) << "," << r.split << ","
        << csv_quote(r.patient);
     if (view_) os << "," << csv_quote(r.view);
-    for (float v : r.labels) os << "," << (std::isnan(v) ? "" : v > 0.5f ? "1" : "0");
+    for (float v : r.labels)
+      os << "," << (std::isnan(v) ? "" : v > 0.5f ? "1" : v < -0.5f ? "-1" : "0");
     if (mask_) os << "," << (r.mask.empty() ? "" : csv_quote(manifest_path_for(out_, r.mask)));
     if (boxes_) os << "," << csv_quote(r.boxes);
     os << "\n";
