@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "evax/core/cpu_dispatch.h"
 #include "evax/models/linear.h"
 
 using namespace evax;
@@ -42,14 +43,31 @@ struct ThreadsGuard {
 
 }  // namespace
 
+struct CpuLinearGuard {
+  explicit CpuLinearGuard(CpuLinear c) { set_cpu_linear(c); }
+  ~CpuLinearGuard() { set_cpu_linear(CpuLinear::kAuto); }
+};
+
+TEST_CASE("models: MKL's vendor check is answered by evax in this process, and MKL asks it") {
+  if (std::getenv("EVAX_MKL_VENDOR_CHECK")) return;  // opted out for this run
+  CHECK(mkl_vendor_override_active());
+  // A float32 GEMM through ATen's MKL path: MKL's dispatcher must have reached evax's function
+  // (a count of 0 would mean libtorch's calls bind elsewhere and the override does nothing).
+  const auto a = torch::randn({64, 64});
+  (void)torch::mm(a, a);
+  CHECK(mkl_vendor_queries() > 0);
+  // With the override, the automatic choice for token linears is MKL's sgemm.
+  CHECK(cpu_linear_backend() == (std::getenv("EVAX_CPU_LINEAR") ? cpu_linear_backend() : "blas"));
+}
+
 TEST_CASE("models: the CPU float32 linear (oneDNN 1x1 convolution) equals x·wᵀ + b, with gradients") {
   ThreadsGuard threads(2);
+  CpuLinearGuard onednn(CpuLinear::kOneDnn);
   if (!at::hasMKLDNN()) {
     CHECK(cpu_linear_backend() == "blas");
     return;
   }
-  // The wheel has oneDNN: the default is the convolution (EVAX_CPU_LINEAR=blas opts out).
-  if (!std::getenv("EVAX_CPU_LINEAR")) CHECK(cpu_linear_backend() == "onednn");
+  REQUIRE(cpu_linear_backend() == "onednn");
   torch::manual_seed(0);
   for (bool bias : {true, false})
     for (bool strided : {false, true}) {
@@ -117,4 +135,8 @@ TEST_CASE("models: the CPU float32 linear (oneDNN 1x1 convolution) equals x·w�
   auto x4 = torch::randn({16, 9, 8}, torch::requires_grad());
   CHECK(graph_nodes(linear_forward(x4, w2, {})).count("ConvolutionBackward0") ==
         (cpu_linear_backend() == "onednn" ? 1u : 0u));
+  // kBlas: F::linear everywhere.
+  set_cpu_linear(CpuLinear::kBlas);
+  CHECK(cpu_linear_backend() == "blas");
+  CHECK(graph_nodes(linear_forward(x4, w2, {})).count("ConvolutionBackward0") == 0);
 }

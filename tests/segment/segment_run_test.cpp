@@ -251,8 +251,10 @@ TEST_CASE("segment: two gloo ranks with synchronised BatchNorm equal one rank") 
                 (tmp / "err") + "'") == 0);
   const auto a = safetensors_load(latest(tmp / "one") + "/model.safetensors");
   const auto b = safetensors_load(latest(tmp / "two") + "/model.safetensors");
-  const double d = test::max_abs_diff(a, b);
-  INFO("max abs difference of parameters and BatchNorm statistics: " << d);
+  // Per tensor, the difference relative to the tensor's scale where that exceeds 1 (measured:
+  // 2.5e-5 with MKL's AVX-512 kernels, on BatchNorm running variances of 8-27; 7.7e-5 without).
+  const double d = test::max_scaled_diff(a, b);
+  INFO("max difference of parameters and BatchNorm statistics (relative above 1): " << d);
   CHECK(d <= 1e-4);
   // Plain BatchNorm instead: each rank normalises its half batch, so the runs differ.
   const std::string local = write_config(

@@ -4,8 +4,11 @@
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
+
+#include "evax/core/cpu_dispatch.h"
 
 namespace F = torch::nn::functional;
 
@@ -13,12 +16,25 @@ namespace evax {
 
 namespace {
 
-bool onednn_enabled() {
-  static const bool on = [] {
+std::atomic<CpuLinear>& cpu_linear_setting() {
+  static std::atomic<CpuLinear> c{[] {
     const char* e = std::getenv("EVAX_CPU_LINEAR");
-    return at::hasMKLDNN() && !(e && std::strcmp(e, "blas") == 0);
-  }();
-  return on && at::globalContext().userEnabledMkldnn();
+    if (e && std::strcmp(e, "blas") == 0) return CpuLinear::kBlas;
+    if (e && std::strcmp(e, "onednn") == 0) return CpuLinear::kOneDnn;
+    return CpuLinear::kAuto;
+  }()};
+  return c;
+}
+
+bool onednn_enabled() {
+  if (!at::hasMKLDNN() || !at::globalContext().userEnabledMkldnn()) return false;
+  switch (cpu_linear_setting().load()) {
+    case CpuLinear::kBlas: return false;
+    case CpuLinear::kOneDnn: return true;
+    case CpuLinear::kAuto: break;
+  }
+  static const bool mkl_fast = mkl_vendor_override_active();
+  return !mkl_fast;
 }
 
 // ATen's conv backend choice (ConvParams::use_mkldnn) takes oneDNN for a float32 1×1 kernel
@@ -65,6 +81,8 @@ struct LongLinear : torch::autograd::Function<LongLinear> {
 };
 
 }  // namespace
+
+void set_cpu_linear(CpuLinear c) { cpu_linear_setting().store(c); }
 
 std::string cpu_linear_backend() { return onednn_enabled() ? "onednn" : "blas"; }
 
