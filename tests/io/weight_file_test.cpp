@@ -452,3 +452,9 @@ TEST_CASE("hostile pickles: cycles, deep nesting, missing storages, views out of
   CHECK_FALSE(loads_or_data_error(path, &msg));
   CHECK_THAT(msg, Contains("exceeds its storage"));
 }
+
+TEST_CASE("a directory given as a weight file says so, not 'empty file'") {
+  evax::test::TempDir tmp("ckpt_dir");
+  CHECK_THROWS_AS(evax::weight_file_read(tmp / ""), evax::DataError);
+  CHECK_THROWS_WITH(evax::weight_file_read(tmp / ""), Contains("is a directory"));
+}

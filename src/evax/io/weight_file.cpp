@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <unordered_set>
@@ -130,6 +131,10 @@ void module_tensors(const std::string& path, const PickleValue& module, const st
 enum class Format { kTorchZip, kSafetensors };
 
 Format detect(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    raise<DataError>("checkpoint '", path, "' is a directory: give a weight file (.pt, .pth, "
+                     ".ckpt, .safetensors), e.g. a run's <run>/checkpoints/best/model.safetensors");
   std::ifstream in(path, std::ios::binary);
   if (!in) raise<DataError>("cannot open checkpoint '", path, "': ", std::strerror(errno));
   unsigned char head[9] = {};
