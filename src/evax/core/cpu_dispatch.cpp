@@ -21,7 +21,7 @@ bool keep_vendor_check() {
 }  // namespace
 
 // MKL's service function (see the header). Linked into every executable with
-// --undefined/--export-dynamic-symbol (cmake/evax.cmake), so it precedes libtorch_cpu's own.
+// --undefined/--export-dynamic-symbol (src/CMakeLists.txt, on evax_core), so it precedes libtorch_cpu's own.
 extern "C" __attribute__((visibility("default"))) int mkl_serv_intel_cpu_true() {
   queries.fetch_add(1, std::memory_order_relaxed);
   if (keep_vendor_check()) {

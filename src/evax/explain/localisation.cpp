@@ -107,8 +107,7 @@ BoxPointing box_pointing(const float* map, int64_t h, int64_t w, const BoxRect& 
   BoxPointing p;
   p.chance = static_cast<double>(r.area()) / static_cast<double>(h * w);
   p.hit = static_cast<double>(tops_in) / static_cast<double>(tops);
-  p.energy = mass > 0 ? mass_in / mass
-                      : static_cast<double>(r.area()) / static_cast<double>(h * w);
+  p.energy = mass > 0 ? mass_in / mass : p.chance;
   return p;
 }
 
