@@ -9,7 +9,6 @@
 #include <fstream>
 #include <functional>
 #include <initializer_list>
-#include <opencv2/imgcodecs.hpp>
 #include <set>
 #include <string>
 #include <utility>
@@ -18,6 +17,7 @@
 #include "evax/core/error.h"
 #include "evax/core/files.h"
 #include "evax/data/manifest.h"
+#include "evax/io/image.h"
 #include "skip.h"
 #include "test_util.h"
 
@@ -38,12 +38,13 @@ std::string write(const std::string& path, const std::string& text) {
   return path;
 }
 
-// A tiny image (content irrelevant to the adapters; they only locate files).
+// A tiny image (content irrelevant to the adapters; they only locate files): PNG bytes whatever
+// the extension.
 std::string image(const std::string& path) {
   fs::create_directories(fs::path(path).parent_path());
   const std::string ext = fs::path(path).extension().string();
   if (ext == ".dcm") return write(path, "not really DICOM");
-  REQUIRE(cv::imwrite(path, cv::Mat(8, 8, CV_8U, cv::Scalar(128))));
+  evax::image_write_png(path, cv::Mat(8, 8, CV_8U, cv::Scalar(128)));
   return path;
 }
 
@@ -84,8 +85,7 @@ std::vector<std::vector<std::string>> cells(const std::string& csv) {
 
 // Pixels of a mask PNG that are 255; everything else must be 0.
 std::set<std::pair<int, int>> on_pixels(const std::string& png) {
-  const cv::Mat m = cv::imread(png, cv::IMREAD_UNCHANGED);
-  REQUIRE(!m.empty());
+  const cv::Mat m = evax::image_decode(evax::read_file(png), png);
   REQUIRE(m.type() == CV_8U);
   std::set<std::pair<int, int>> on;
   for (int y = 0; y < m.rows; ++y)
@@ -783,7 +783,7 @@ void mask_png(const std::string& path, int side, const cv::Rect& r, int value = 
   fs::create_directories(fs::path(path).parent_path());
   cv::Mat m = cv::Mat::zeros(side, side, CV_8U);
   m(r).setTo(value);
-  REQUIRE(cv::imwrite(path, m));
+  evax::image_write_png(path, m);
 }
 }  // namespace
 

@@ -12,7 +12,6 @@
 #include <fstream>
 #include <iterator>
 #include <map>
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <set>
 #include <sstream>
@@ -20,6 +19,8 @@
 #include <vector>
 
 #include "evax/core/error.h"
+#include "evax/core/files.h"
+#include "evax/io/image.h"
 #include "skip.h"
 #include "test_util.h"
 
@@ -32,6 +33,11 @@ namespace fs = std::filesystem;
 std::string slurp(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+// A PNG evax synth wrote, decoded as cv::imread(IMREAD_UNCHANGED) did.
+cv::Mat read_png(const std::string& path) {
+  return evax::image_decode(evax::read_file(path), path);
 }
 
 // Minimal CSV reader (quoted fields, no embedded newlines).
@@ -194,14 +200,12 @@ TEST_CASE("synth: written files equal synth_render and follow the manifest forma
     } else {
       CHECK(row[10].empty());
     }
-    const cv::Mat png = cv::imread(tmp / row[0], cv::IMREAD_UNCHANGED);
+    const cv::Mat png = read_png(tmp / row[0]);
     REQUIRE(png.type() == CV_8U);
     CHECK(cv::countNonZero(png != evax::synth_to_png8(smp.image)) == 0);
-    const cv::Mat lungs =
-        cv::imread(tmp / ("masks/lungs/" + smp.id + ".png"), cv::IMREAD_UNCHANGED);
+    const cv::Mat lungs = read_png(tmp / ("masks/lungs/" + smp.id + ".png"));
     CHECK(cv::countNonZero(lungs != smp.lungs) == 0);
-    const cv::Mat ptx =
-        cv::imread(tmp / ("masks/pneumothorax/" + smp.id + ".png"), cv::IMREAD_UNCHANGED);
+    const cv::Mat ptx = read_png(tmp / ("masks/pneumothorax/" + smp.id + ".png"));
     CHECK(cv::countNonZero(ptx != smp.pneumothorax) == 0);
   }
   CHECK(positives == sum.positives);
@@ -377,7 +381,7 @@ TEST_CASE("synth: DICOM files decode to the PNG under the documented value rule"
     // Reader side of the rule: modality LUT, scale by the stored range, invert MONOCHROME1.
     const double m = std::pow(2.0, stored_bits) - 1.0;
     const double lo = intercept, hi = slope * m + intercept;
-    const cv::Mat png = cv::imread(tmp / ("png/" + id + ".png"), cv::IMREAD_UNCHANGED);
+    const cv::Mat png = read_png(tmp / ("png/" + id + ".png"));
     REQUIRE(png.rows == rows);
     double err = 0.0;
     for (unsigned long p = 0; p < count; ++p) {

@@ -9,12 +9,12 @@
 #include <filesystem>
 #include <limits>
 #include <opencv2/core.hpp>
-#include <opencv2/imgcodecs.hpp>
 #include <random>
 
 #include "evax/core/error.h"
 #include "evax/core/files.h"
 #include "evax/eval/metrics_report.h"
+#include "evax/io/image.h"
 #include "test_util.h"
 
 using Catch::Matchers::Contains;
@@ -341,12 +341,13 @@ TEST_CASE("report files: ROC PNGs decode at 480x480 and show each class's own cu
   const J metrics = evax::write_evaluation_files(tmp.str(), d, o);
   REQUIRE(metrics.at("auc").at("Perfect") == 1.0);
   REQUIRE(metrics.at("auc").at("Inverted") == 0.0);
-  const cv::Mat perfect = cv::imread(tmp / "roc/00_Perfect.png", cv::IMREAD_COLOR);
-  const cv::Mat inverted = cv::imread(tmp / "roc/01_Inverted.png", cv::IMREAD_COLOR);
-  const cv::Mat other = cv::imread(tmp / "roc/02_No_Finding_other.png", cv::IMREAD_COLOR);
-  const cv::Mat all = cv::imread(tmp / "roc/all.png", cv::IMREAD_COLOR);
+  const auto read = [&](const std::string& name) {
+    return evax::image_decode(evax::read_file(tmp / name), name);
+  };
+  const cv::Mat perfect = read("roc/00_Perfect.png"), inverted = read("roc/01_Inverted.png"),
+                other = read("roc/02_No_Finding_other.png"), all = read("roc/all.png");
   for (const cv::Mat* m : {&perfect, &inverted, &other, &all}) {
-    REQUIRE_FALSE(m->empty());
+    REQUIRE(m->type() == CV_8UC3);
     CHECK(m->cols == 480);
     CHECK(m->rows == 480);
     CHECK(m->at<cv::Vec3b>(2, 2) == cv::Vec3b(255, 255, 255));  // white background

@@ -1,11 +1,10 @@
 // image_read_unit: PNG (8/16 bit, gray/colour/alpha), JPEG, DICOM by extension or magic, and
-// corrupt or unsupported files.
+// corrupt or unsupported files; mask_read; image_write_png.
 #include "evax/io/image.h"
 
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <fstream>
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <random>
 #include <string>
@@ -14,6 +13,8 @@
 #include "evax/core/error.h"
 #include "evax/core/files.h"
 #include "evax/io/dicom_write.h"
+#include "evax/io/png.h"
+#include "io/jpeg_write.h"
 #include "io/mat_util.h"
 #include "test_util.h"
 
@@ -69,7 +70,7 @@ TEST_CASE("image_read_unit: PNG and JPEG", "[image]") {
   evax::test::TempDir tmp("image_read");
   SECTION("8-bit gray PNG reads as p / 255 exactly") {
     const cv::Mat p = gradient(17, 29, CV_8U, 255);
-    REQUIRE(cv::imwrite(tmp / "g8.png", p));
+    evax::image_write_png(tmp / "g8.png", p);
     cv::Mat want;
     p.convertTo(want, CV_32F, 1.0 / 255);
     const cv::Mat got = evax::image_read_unit(tmp / "g8.png");
@@ -78,7 +79,7 @@ TEST_CASE("image_read_unit: PNG and JPEG", "[image]") {
   }
   SECTION("16-bit gray PNG reads as p / 65535") {
     const cv::Mat p = gradient(8, 300, CV_16U, 65535);
-    REQUIRE(cv::imwrite(tmp / "g16.png", p));
+    evax::image_write_png(tmp / "g16.png", p);
     cv::Mat want;
     p.convertTo(want, CV_32F, 1.0 / 65535);
     CHECK(max_abs_mat_diff(evax::image_read_unit(tmp / "g16.png"), want) == 0);
@@ -95,7 +96,7 @@ TEST_CASE("image_read_unit: PNG and JPEG", "[image]") {
         cv::Mat bgr;
         cv::merge(planes, channels, bgr);
         const std::string path = tmp / ("c" + std::to_string(channels) + ".png");
-        REQUIRE(cv::imwrite(path, bgr));
+        evax::image_write_png(path, bgr);
         INFO("depth " << depth << ", channels " << channels);
         CHECK(max_abs_mat_diff(evax::image_read_unit(path), luminance(bgr, max)) <= 1e-6);
       }
@@ -105,7 +106,9 @@ TEST_CASE("image_read_unit: PNG and JPEG", "[image]") {
     const cv::Mat p = gradient(32, 48, CV_8U, 255);
     cv::Mat smooth;
     cv::GaussianBlur(p, smooth, cv::Size(0, 0), 2.0);
-    REQUIRE(cv::imwrite(tmp / "a.jpg", smooth, {cv::IMWRITE_JPEG_QUALITY, 100}));
+    evax::test::JpegWriteOptions o;
+    o.quality = 100;
+    write_bytes(tmp / "a.jpg", evax::test::jpeg_write(smooth, o));
     cv::Mat want;
     smooth.convertTo(want, CV_32F, 1.0 / 255);
     CHECK(max_abs_mat_diff(evax::image_read_unit(tmp / "a.jpg"), want) <= 4.0 / 255);
@@ -145,7 +148,7 @@ TEST_CASE("image_read_unit: unreadable, corrupt and unsupported files throw Data
           "[image]") {
   evax::test::TempDir tmp("image_read_bad");
   const cv::Mat p = gradient(64, 64, CV_8U, 255);
-  REQUIRE(cv::imwrite(tmp / "good.png", p));
+  evax::image_write_png(tmp / "good.png", p);
   const std::string png = evax::read_file(tmp / "good.png");
 
   require_data_error(tmp / "missing.png", "cannot read");
@@ -156,15 +159,68 @@ TEST_CASE("image_read_unit: unreadable, corrupt and unsupported files throw Data
   std::string junk(3000, '\0');
   for (char& c : junk) c = static_cast<char>(rng());
   write_bytes(tmp / "random.png", junk);
-  require_data_error(tmp / "random.png", "OpenCV returned an empty image");
+  require_data_error(tmp / "random.png", "not a PNG or JPEG file");
   // A real PNG signature and header followed by garbage, and a PNG cut short.
   write_bytes(tmp / "garbage.png", png.substr(0, 33) + junk);
-  require_data_error(tmp / "garbage.png", "OpenCV returned an empty image");
+  require_data_error(tmp / "garbage.png", "PNG: ");
   write_bytes(tmp / "cut.png", png.substr(0, png.size() / 3));
-  CHECK_THROWS_AS(evax::image_read_unit(tmp / "cut.png"), evax::DataError);
+  require_data_error(tmp / "cut.png", "truncated");
   write_bytes(tmp / "random.dcm", junk);
   CHECK_THROWS_AS(evax::image_read_unit(tmp / "random.dcm"), evax::DataError);
 
-  cv::Mat f(8, 8, CV_32F, cv::Scalar(0.5));
-  if (cv::imwrite(tmp / "float.tiff", f)) require_data_error(tmp / "float.tiff", "pixel depth");
+  // Formats other than PNG, JPEG and DICOM are named and refused.
+  write_bytes(tmp / "float.tiff", std::string("II*\0\x08\0\0\0", 8) + junk);
+  require_data_error(tmp / "float.tiff", "a TIFF file");
+  require_data_error(tmp / "float.tiff", "evax reads PNG, JPEG and DICOM images");
+}
+
+TEST_CASE("mask_read: 8-bit single-channel PNGs only", "[image]") {
+  evax::test::TempDir tmp("mask_read");
+  const cv::Mat m = gradient(9, 11, CV_8U, 7);
+  evax::image_write_png(tmp / "m.png", m);
+  const cv::Mat got = evax::mask_read(tmp / "m.png");
+  CHECK(got.isContinuous());
+  CHECK(max_abs_mat_diff(got, m) == 0);
+  const auto mask_error = [&](const std::string& path) -> std::string {
+    try {
+      evax::mask_read(path);
+    } catch (const evax::DataError& e) {
+      return e.what();
+    }
+    return "read";
+  };
+  evax::image_write_png(tmp / "c.png", cv::Mat(4, 4, CV_8UC3, cv::Scalar(1, 2, 3)));
+  CHECK_THAT(mask_error(tmp / "c.png"),
+             Contains(tmp / "c.png") && Contains("3 channel(s) of 8 bits"));
+  evax::image_write_png(tmp / "d.png", cv::Mat(4, 4, CV_16U, cv::Scalar(1)));
+  CHECK_THAT(mask_error(tmp / "d.png"), Contains("1 channel(s) of 16 bits"));
+  write_bytes(tmp / "bad.png", "\x89PNG\r\n\x1a\n");
+  CHECK_THAT(mask_error(tmp / "bad.png"), Contains("mask '" + (tmp / "bad.png") + "': PNG: "));
+  CHECK_THAT(mask_error(tmp / "missing.png"), Contains("missing.png"));
+}
+
+TEST_CASE("image_write_png: atomic or plain, level, errors naming the path", "[image]") {
+  evax::test::TempDir tmp("image_write");
+  const cv::Mat img = gradient(20, 30, CV_16U, 65535);
+  for (bool atomic : {true, false})
+    for (int level : {0, 1, 9}) {
+      evax::PngWriteOptions o;
+      o.atomic = atomic;
+      o.level = level;
+      const std::string path =
+          tmp / ("w" + std::to_string(atomic) + std::to_string(level) + ".png");
+      evax::image_write_png(path, img, o);
+      CHECK(evax::read_file(path) == evax::png_encode(img, level));
+    }
+  CHECK(evax::read_file(tmp / "w00.png").size() > evax::read_file(tmp / "w09.png").size());
+  try {
+    evax::image_write_png(tmp / "f.png", cv::Mat(2, 2, CV_32F));
+    FAIL("no DataError");
+  } catch (const evax::DataError& e) {
+    CHECK_THAT(e.what(), Contains("cannot encode PNG " + (tmp / "f.png")));
+  }
+  evax::PngWriteOptions plain;
+  plain.atomic = false;
+  CHECK_THROWS_AS(evax::image_write_png(tmp / "no/such/dir/x.png", img, plain), evax::DataError);
+  CHECK_THROWS_AS(evax::image_write_png(tmp / "no/such/dir/x.png", img), evax::DataError);
 }

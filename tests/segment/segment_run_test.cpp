@@ -5,7 +5,6 @@
 // rule and the loss against their definitions.
 #include <catch2/catch.hpp>
 
-#include <opencv2/imgcodecs.hpp>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -171,9 +170,8 @@ TEST_CASE("segment: evaluation hook, best/ by mDice, test scoring, evaluate/pred
         CHECK(file.rfind("worst-1_", 0) == 0);
         CHECK(path == dice.front().first);
       }
-      const cv::Mat img = cv::imread(ev + "/overlays/" + file, cv::IMREAD_COLOR);
-      const cv::Mat orig = cv::imread(path, cv::IMREAD_UNCHANGED);
-      REQUIRE(!img.empty());
+      const cv::Mat img = image_decode(read_file(ev + "/overlays/" + file), file);
+      const cv::Mat orig = image_decode(read_file(path), path);
       CHECK(img.size() == orig.size());
     }
     CHECK(n == std::min<size_t>(8, dice.size()));

@@ -8,7 +8,6 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
-#include <opencv2/imgcodecs.hpp>
 #include <sstream>
 #include <thread>
 
@@ -16,6 +15,7 @@
 #include "evax/core/log.h"
 #include "evax/data/adapters_internal.h"
 #include "evax/io/gzip.h"
+#include "evax/io/image.h"
 
 namespace evax::adapters_detail {
 
@@ -189,11 +189,6 @@ FileIndex index_files(const fs::path& root, const std::vector<std::string>& exts
 
 void parallel_for_n(int64_t n, const std::function<void(int64_t)>& fn) {
   if (n <= 0) return;
-  {
-    // OpenCV builds its codec registry lazily and without a lock: do it before the threads race.
-    std::vector<uint8_t> png;
-    cv::imencode(".png", cv::Mat::zeros(1, 1, CV_8U), png);
-  }
   const int64_t threads =
       std::min<int64_t>(n, std::max(1u, std::min(8u, std::thread::hardware_concurrency())));
   std::atomic<int64_t> next{0};
@@ -218,8 +213,9 @@ void parallel_for_n(int64_t n, const std::function<void(int64_t)>& fn) {
 }
 
 void write_mask_png(const fs::path& path, const cv::Mat& mask) {
-  if (!cv::imwrite(path.string(), mask))
-    raise<DataError>("cannot write mask '", path.string(), "'");
+  PngWriteOptions o;
+  o.atomic = false;  // one of many files written in a batch
+  image_write_png(path.string(), mask, o);
 }
 
 void make_dirs(const fs::path& dir) {

@@ -1,7 +1,6 @@
 // Image-folder + mask-folder segmentation datasets: lung fields (EVA-X "Lung", Montgomery) and
 // Shenzhen.
 #include <algorithm>
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <set>
 #include <string>
@@ -9,8 +8,10 @@
 #include <utility>
 #include <vector>
 
+#include "evax/core/files.h"
 #include "evax/core/log.h"
 #include "evax/data/adapters_internal.h"
+#include "evax/io/image.h"
 
 namespace evax {
 
@@ -108,8 +109,7 @@ std::vector<SegSet> detect_seg_layout(const fs::path& root) {
 
 // Reads a mask as single-channel foreground (> 0) = 255.
 cv::Mat read_binary_mask(const fs::path& p) {
-  cv::Mat m = cv::imread(p.string(), cv::IMREAD_UNCHANGED);
-  if (m.empty()) raise<DataError>("cannot read mask '", p.string(), "'");
+  cv::Mat m = image_decode(read_file(p.string()), p.string());  // DataError naming the file
   if (m.channels() == 4) cv::cvtColor(m, m, cv::COLOR_BGRA2BGR);  // alpha is not foreground
   if (m.channels() == 3) {
     std::vector<cv::Mat> ch;

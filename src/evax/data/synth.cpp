@@ -10,7 +10,6 @@
 #include <filesystem>
 #include <mutex>
 #include <numeric>
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <sstream>
 #include <thread>
@@ -19,6 +18,7 @@
 #include "evax/core/error.h"
 #include "evax/core/files.h"
 #include "evax/io/dicom_write.h"
+#include "evax/io/image.h"
 
 namespace evax {
 
@@ -1114,14 +1114,11 @@ cv::Mat synth_finding_map(const SynthSample& smp) {
 
 namespace {
 
+// Thousands of files: a plain write at the fastest level (no fsync per file).
 void write_png(const std::string& path, const cv::Mat& m) {
-  bool ok = false;
-  try {
-    ok = cv::imwrite(path, m);
-  } catch (const cv::Exception& e) {
-    raise<DataError>("cannot write PNG ", path, ": ", e.what());
-  }
-  if (!ok) raise<DataError>("cannot write PNG ", path);
+  PngWriteOptions o;
+  o.atomic = false;
+  image_write_png(path, m, o);
 }
 
 DicomGray16 dicom_meta(const SynthOptions& o, const SynthSample& smp) {
@@ -1316,13 +1313,11 @@ SynthSummary synth_generate(const SynthOptions& o, const SynthProgress& progress
   size_t nthreads = o.threads > 0 ? static_cast<size_t>(o.threads)
                                   : std::max(1u, std::thread::hardware_concurrency());
   nthreads = std::min(nthreads, o.n);
-  // OpenCV creates its matrix-expression and codec registries lazily without synchronisation;
-  // make them here, before the workers race to do it.
+  // OpenCV creates its matrix-expression registry lazily without synchronisation; make it here,
+  // before the workers race to do it.
   {
     const cv::Mat one = cv::Mat::ones(1, 1, CV_8U);
     const cv::Mat warm = ~one & one;
-    std::vector<uint8_t> png;
-    cv::imencode(".png", warm, png);
   }
   std::vector<std::thread> pool;
   for (size_t t = 1; t < nthreads; ++t) pool.emplace_back(work);

@@ -2,14 +2,16 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
-#include <optional>
-#include <opencv2/imgcodecs.hpp>
+#include <fstream>
 #include <opencv2/imgproc.hpp>
-#include <vector>
 
 #include "evax/core/error.h"
 #include "evax/core/files.h"
+#include "evax/io/jpeg.h"
 #include "evax/io/png.h"
 
 namespace evax {
@@ -23,23 +25,45 @@ bool is_dicom_path(const std::string& path) {
 
 namespace {
 
-cv::Mat opencv_decode(const std::string& bytes, const std::string& path) {
-  cv::Mat raw;
-  try {
-    // imdecode rather than imread: no path encoding issues, and the read error is ours.
-    const cv::Mat buf(1, static_cast<int>(bytes.size()), CV_8U,
-                      const_cast<char*>(bytes.data()));
-    raw = cv::imdecode(buf, cv::IMREAD_UNCHANGED);
-  } catch (const cv::Exception& e) {
-    raise<DataError>("image ", path, ": OpenCV cannot decode it: ", e.what());
+// What a file that is neither PNG nor JPEG probably is, from its first bytes, for the message.
+std::string format_guess(const std::string& b) {
+  const auto starts = [&](const char* magic, size_t n, size_t at = 0) {
+    return b.size() >= at + n && b.compare(at, n, magic, n) == 0;
+  };
+  if (starts("II*\0", 4) || starts("MM\0*", 4)) return "a TIFF file";
+  if (starts("BM", 2)) return "a BMP file";
+  if (starts("GIF8", 4)) return "a GIF file";
+  if (starts("RIFF", 4) && starts("WEBP", 4, 8)) return "a WebP file";
+  if (starts("\xff\x4f\xff\x51", 4) || starts("\0\0\0\x0cjP  ", 8)) return "a JPEG 2000 file";
+  if (starts("DICM", 4, 128)) return "a DICOM file";
+  std::string hex;
+  for (size_t i = 0; i < std::min<size_t>(b.size(), 8); ++i) {
+    char h[4];
+    std::snprintf(h, sizeof h, "%s%02x", i ? " " : "", static_cast<unsigned char>(b[i]));
+    hex += h;
   }
-  if (raw.empty())
-    raise<DataError>("image ", path,
-                     ": OpenCV returned an empty image (corrupt file or unsupported format)");
-  return raw;
+  return "an unknown format, starting with bytes " + hex;
+}
+
+// Decodes PNG or JPEG bytes by their signature; DataError with the bare reason.
+cv::Mat decode_bytes(const std::string& bytes) {
+  const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
+  if (bytes.empty()) raise<DataError>("file is empty");
+  if (is_png(p, bytes.size())) return png_decode(p, bytes.size());
+  if (is_jpeg(p, bytes.size())) return jpeg_decode(p, bytes.size());
+  raise<DataError>("not a PNG or JPEG file (", format_guess(bytes),
+                   "); evax reads PNG, JPEG and DICOM images");
 }
 
 }  // namespace
+
+cv::Mat image_decode(const std::string& bytes, const std::string& source) {
+  try {
+    return decode_bytes(bytes);
+  } catch (const DataError& e) {
+    raise<DataError>("image ", source, ": ", e.what());
+  }
+}
 
 cv::Mat image_read_unit(const std::string& path, const ImageReadOptions& options) {
   if (is_dicom_path(path)) {
@@ -47,30 +71,16 @@ cv::Mat image_read_unit(const std::string& path, const ImageReadOptions& options
     return dicom_to_unit(p, options.dicom.apply_voi);
   }
   const std::string bytes = read_file(path);  // DataError naming the path when unreadable
-  if (bytes.empty()) raise<DataError>("image ", path, ": file is empty");
-  // Most training PNGs take the libdeflate path; everything else, and every damaged file, goes
-  // through OpenCV, which decodes it or says why not.
-  std::optional<cv::Mat> fast =
-      png_decode_fast(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
-  const cv::Mat raw = fast ? std::move(*fast) : opencv_decode(bytes, path);
-  double scale;
-  switch (raw.depth()) {
-    case CV_8U: scale = 1.0 / 255.0; break;
-    case CV_16U: scale = 1.0 / 65535.0; break;
-    default:
-      raise<DataError>("image ", path, ": unsupported pixel depth (OpenCV depth code ",
-                       raw.depth(), "); expected 8 or 16 bit unsigned");
-  }
+  const cv::Mat raw = image_decode(bytes, path);
+  const double scale = raw.depth() == CV_16U ? 1.0 / 65535.0 : 1.0 / 255.0;  // 8 or 16 bit only
   cv::Mat f;
   raw.convertTo(f, CV_32F, scale);
   cv::Mat gray;
   switch (f.channels()) {
     case 1: gray = f; break;
-    case 2: cv::extractChannel(f, gray, 0); break;  // gray + alpha
     case 3: cv::cvtColor(f, gray, cv::COLOR_BGR2GRAY); break;
     case 4: cv::cvtColor(f, gray, cv::COLOR_BGRA2GRAY); break;
-    default:
-      raise<DataError>("image ", path, ": unsupported channel count ", f.channels());
+    default: EVAX_ASSERT(false, "decoder gave ", f.channels(), " channels for ", path);
   }
   return gray;
 }
@@ -79,29 +89,31 @@ cv::Mat mask_read(const std::string& path) {
   const std::string bytes = read_file(path);
   cv::Mat m;
   try {
-    m = cv::imdecode(cv::Mat(1, static_cast<int>(bytes.size()), CV_8U,
-                             const_cast<char*>(bytes.data())),
-                     cv::IMREAD_UNCHANGED);
-  } catch (const cv::Exception& e) {
-    raise<DataError>("mask '", path, "': cannot decode (", e.what(), ")");
+    m = decode_bytes(bytes);
+  } catch (const DataError& e) {
+    raise<DataError>("mask '", path, "': ", e.what());
   }
-  if (m.empty()) raise<DataError>("mask '", path, "': not a decodable image");
   if (m.type() != CV_8UC1)
     raise<DataError>("mask '", path, "': must be 8-bit single-channel, has ", m.channels(),
-                     " channel(s) of depth ", m.depth() == CV_16U ? "16" : "other than 8", " bits");
+                     " channel(s) of ", m.depth() == CV_16U ? 16 : 8, " bits");
   return m;
 }
 
-void image_write_png(const std::string& path, const cv::Mat& img) {
-  std::vector<uchar> buf;
-  bool ok = false;
+void image_write_png(const std::string& path, const cv::Mat& img, const PngWriteOptions& options) {
+  std::string png;
   try {
-    ok = cv::imencode(".png", img, buf);
-  } catch (const cv::Exception& e) {
+    png = png_encode(img, options.level);
+  } catch (const DataError& e) {
     raise<DataError>("cannot encode PNG ", path, ": ", e.what());
   }
-  if (!ok) raise<DataError>("cannot encode PNG ", path);
-  write_file_atomic(path, std::string(buf.begin(), buf.end()));
+  if (options.atomic) {
+    write_file_atomic(path, png);
+    return;
+  }
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(png.data(), static_cast<std::streamsize>(png.size()));
+  f.close();
+  if (!f) raise<DataError>("cannot write PNG ", path, ": ", std::strerror(errno));
 }
 
 }  // namespace evax

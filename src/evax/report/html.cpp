@@ -1,6 +1,5 @@
 #include "evax/report/html.h"
 
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include <algorithm>
@@ -9,7 +8,10 @@
 #include <filesystem>
 #include <vector>
 
+#include "evax/core/error.h"
 #include "evax/core/files.h"
+#include "evax/io/image.h"
+#include "evax/io/png.h"
 
 namespace evax {
 
@@ -87,9 +89,12 @@ std::string image_data_uri(const std::string& path, const EmbedImageOptions& o) 
   } catch (const std::exception&) {
     return "";
   }
-  const std::vector<uint8_t> buf(bytes.begin(), bytes.end());
-  cv::Mat img = cv::imdecode(buf, cv::IMREAD_UNCHANGED);
-  if (img.empty()) return "";
+  cv::Mat img;
+  try {
+    img = image_decode(bytes, path);
+  } catch (const DataError&) {
+    return "";  // not an image evax reads: no embed
+  }
   const bool png = bytes.size() > 8 && bytes.compare(1, 3, "PNG") == 0;
   const int side = std::max(img.cols, img.rows);
   if (png && side <= o.max_side && static_cast<int64_t>(bytes.size()) <= o.max_bytes)
@@ -100,9 +105,7 @@ std::string image_data_uri(const std::string& path, const EmbedImageOptions& o) 
     cv::resize(img, img, cv::Size(std::max(1, int(img.cols * s)), std::max(1, int(img.rows * s))),
                0, 0, cv::INTER_AREA);
   }
-  std::vector<uint8_t> out;
-  if (!cv::imencode(".png", img, out, {cv::IMWRITE_PNG_COMPRESSION, 9})) return "";
-  return "data:image/png;base64," + base64_encode(std::string(out.begin(), out.end()));
+  return "data:image/png;base64," + base64_encode(png_encode(img, 9));
 }
 
 }  // namespace evax
