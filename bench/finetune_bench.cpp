@@ -23,6 +23,7 @@
 #include "evax/classify/model.h"
 #include "evax/core/cli.h"
 #include "evax/core/error.h"
+#include "evax/train/autocast.h"
 #include "evax/train/optim.h"
 #include "profile_trace.h"
 
@@ -59,11 +60,13 @@ struct Bench {
   evax::VisionTransformer model;
   evax::AdamW opt;
   torch::Tensor x, y, xe;
+  bool bf16 = false;  // bf16 autocast, as ClassifyTask with bf16_cpu (logits back to float32)
 
-  Bench(const evax::ClassifierOptions& co, int64_t batch, int64_t eval_batch)
+  Bench(const evax::ClassifierOptions& co, int64_t batch, int64_t eval_batch, bool bf16_)
       : model(evax::classifier_build(co)),
         opt(evax::classifier_param_groups(*model, 0.05, 0.55),
             evax::AdamWOptions().lr(1e-3).beta2(0.999).eps(1e-8).clip_grad(0)) {
+    bf16 = bf16_;
     x = torch::randn({batch, 3, co.img_size(), co.img_size()});
     y = torch::randint(0, 2, {batch, co.num_classes()}).to(torch::kFloat32);
     xe = torch::randn({eval_batch, 3, co.img_size(), co.img_size()});
@@ -73,7 +76,12 @@ struct Bench {
     model->train();
     auto t0 = Clock::now();
     opt.set_lr(1e-3);  // lr_sched.adjust_learning_rate, every step (constant here)
-    auto loss = evax::multilabel_bce_loss(model->forward(x), y);
+    torch::Tensor logits;
+    {
+      evax::Autocast ac(bf16, torch::kCPU);
+      logits = model->forward(x).to(torch::kFloat32);
+    }
+    auto loss = evax::multilabel_bce_loss(logits, y);
     auto t1 = Clock::now();
     loss.backward();
     auto t2 = Clock::now();
@@ -87,7 +95,8 @@ struct Bench {
     model->eval();
     torch::NoGradGuard ng;
     auto t0 = Clock::now();
-    torch::sigmoid(model->forward(xe));
+    evax::Autocast ac(bf16, torch::kCPU);
+    torch::sigmoid(model->forward(xe).to(torch::kFloat32));
     return seconds(t0, Clock::now());
   }
 };
@@ -99,7 +108,7 @@ int main(int argc, char** argv) {
   int64_t batch = 16, threads = 2, iters = 5, warmup = 2, size = 224, classes = 14;
   int64_t eval_batch = 32, eval_iters = 5, eval_warmup = 1;
   double drop_path = 0.1;
-  bool serve = false;
+  bool serve = false, bf16 = false;
   std::string profile;
   evax::ArgParser p("bench-finetune",
                     "One finetuning step (random weights) and evaluation images/s.");
@@ -114,6 +123,7 @@ int main(int argc, char** argv) {
   p.option("--eval-batch", &eval_batch, "B", "evaluation batch size");
   p.option("--eval-iters", &eval_iters, "N", "timed evaluation batches (0: skip)");
   p.option("--eval-warmup", &eval_warmup, "N", "untimed evaluation batches");
+  p.flag("--bf16", &bf16, "bf16 autocast on the CPU (torch.autocast('cpu', torch.bfloat16))");
   p.flag("--serve", &serve, "run commands from stdin (train, eval, rss, quit), one per line");
   p.option("--profile", &profile, "FILE", "write a chrome trace of the timed steps and exit");
   try {
@@ -127,7 +137,7 @@ int main(int argc, char** argv) {
                 .num_classes(classes)
                 .img_size(size)
                 .drop_path(drop_path),
-            batch, eval_batch);
+            batch, eval_batch, bf16);
 
     if (serve) {
       std::cout << "{\"ready\": true}" << std::endl;

@@ -16,8 +16,11 @@ time): well above 0 means the numbers are disturbed; rerun when the machine is i
 torch.profiler (DIR/timm.json, DIR/evax.json, chrome traces) and print the self time per op and
 step, side by side.
 
+--bf16: both sides under bf16 autocast (timm: torch.autocast('cpu', dtype=torch.bfloat16); evax:
+as ClassifyTask with bf16_cpu), logits cast back to float32 for the loss and the sigmoid.
+
 usage: bench/finetune_step.py [--evax build/bench/evax_bench_finetune] [--batch 16] [--threads 2]
-                              [--interleave | --profile DIR]
+                              [--bf16] [--interleave | --profile DIR]
 """
 import argparse
 import gc
@@ -109,6 +112,10 @@ class TimmBench:
         self.x = torch.randn(args.batch, 3, 224, 224)
         self.y = torch.randint(0, 2, (args.batch, args.classes)).float()
         self.xe = torch.randn(args.eval_batch, 3, 224, 224)
+        self.bf16 = args.bf16
+
+    def autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
 
     def train_step(self):
         """Seconds: whole step, forward + loss, backward, optimizer step + zero_grad."""
@@ -116,7 +123,9 @@ class TimmBench:
         t0 = time.perf_counter()
         for g in self.opt.param_groups:  # lr_sched.adjust_learning_rate (constant here)
             g["lr"] = LR * g["lr_scale"]
-        loss = self.criterion(self.model(self.x), self.y)
+        with self.autocast():
+            logits = self.model(self.x).float()
+        loss = self.criterion(logits, self.y)
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
@@ -129,7 +138,8 @@ class TimmBench:
         self.model.eval()
         with torch.no_grad():
             t0 = time.perf_counter()
-            torch.sigmoid(self.model(self.xe))
+            with self.autocast():
+                torch.sigmoid(self.model(self.xe).float())
             return {"s": time.perf_counter() - t0}
 
 
@@ -172,7 +182,8 @@ def evax_args(args):
     return ["--batch", str(args.batch), "--threads", str(args.threads), "--iters", str(args.iters),
             "--warmup", str(args.warmup), "--classes", str(args.classes),
             "--drop-path", str(args.drop_path), "--eval-batch", str(args.eval_batch),
-            "--eval-iters", str(args.eval_iters), "--eval-warmup", str(args.eval_warmup)]
+            "--eval-iters", str(args.eval_iters), "--eval-warmup", str(args.eval_warmup)] + \
+        (["--bf16"] if args.bf16 else [])
 
 
 def summary(train, rss, evals, eval_batch):
@@ -306,6 +317,8 @@ def main():
     ap.add_argument("--eval-warmup", type=int, default=1)
     ap.add_argument("--classes", type=int, default=14)
     ap.add_argument("--drop-path", type=float, default=0.1)
+    ap.add_argument("--bf16", action="store_true",
+                    help="both sides under bf16 autocast on the CPU (logits back to float32)")
     ap.add_argument("--interleave", action="store_true",
                     help="alternate timm and evax step by step (a machine with background load)")
     ap.add_argument("--profile", metavar="DIR", help="per-op self time of each side instead")
@@ -320,7 +333,8 @@ def main():
     timm, ev, timm_other, evax_other = run(args)
     res = {"model": "eva_x_small_patch16", "batch": args.batch, "threads": args.threads,
            "eval_batch": args.eval_batch, "torch": torch.__version__, "cores": os.cpu_count(),
-           "mode": "interleaved" if args.interleave else "sequential"}
+           "mode": "interleaved" if args.interleave else "sequential",
+           "precision": "bf16 autocast" if args.bf16 else "fp32"}
     if args.interleave:
         res["other_cpu_cores"] = round(timm_other, 2)
     else:

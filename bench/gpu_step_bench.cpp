@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
   std::string task = "pretrain", device_name = "cuda", student = "", teacher = "mgca_vit_base_patch16";
   int64_t batch = 64, size = 0, iters = 5, warmup = 2, threads = 0;
   bool bf16 = false;
+  std::string channels_last = "auto";
   evax::ArgParser p("bench-gpu-step",
                     "One training step of pretrain / finetune / segment, images/s (random weights).");
   p.option("--task", &task, "T", "pretrain, finetune or segment");
@@ -63,6 +64,8 @@ int main(int argc, char** argv) {
   p.option("--teacher", &teacher, "NAME", "pretraining teacher");
   p.option("--device", &device_name, "DEV", "cuda or cpu");
   p.flag("--bf16", &bf16, "bf16 autocast");
+  p.option("--channels-last", &channels_last, "M",
+           "segment: pyramid and heads in NHWC: on, off, auto (on CUDA, as training does)");
   p.option("--batch", &batch, "B", "batch size");
   p.option("--size", &size, "S", "input side (default 224; segment 512)");
   p.option("--iters", &iters, "N", "timed steps");
@@ -127,6 +130,8 @@ int main(int argc, char** argv) {
     } else {
       evax::UperNet model(evax::upernet_options(student).img_size(size).drop_path_rate(0.15));
       model->to(device);
+      model->set_channels_last(channels_last == "on" ||
+                               (channels_last == "auto" && device.is_cuda()));
       model->train();
       opt = std::make_unique<evax::AdamW>(
           evax::make_param_groups(

@@ -18,7 +18,9 @@
 #       --dry-run" runs it with --no-build so it cannot rot while no GPU is lent.
 #
 # Build prerequisites: the Debian packages of tools/apt-packages.txt (headers and CMake configs)
-# must be present on the GPU machine, or unpacked (dpkg -x) into a folder given as --sysroot DIR.
+# must be present on the GPU machine, or come as the tarball tools/gpu_sysroot.sh packs here:
+# --sysroot FILE.tar.xz unpacks it into / without replacing any file already there (Debian's
+# CMake files name absolute /usr/lib paths) and runs ldconfig.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,8 +33,8 @@ while (($#)); do
     --python) PY=$2; shift ;;
     --jobs) JOBS=$2; shift ;;
     --no-build) NO_BUILD=1 ;;
-    --sysroot) SYSROOT=$(cd "$2" && pwd); shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    --sysroot) SYSROOT=$(readlink -f "$2"); shift ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "gpu_check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -98,17 +100,18 @@ say "python $PY: $("$PY" -c 'import torch; print("torch", torch.__version__, "cu
   torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")')"
 
 # --- 2. build evax against that torch ---------------------------------------------------------------
-TARGETS=(evax test_apps test_distributed evax_bench_gpu_step)
+TARGETS=(evax test_apps test_distributed test_data test_segment evax_bench_gpu_step)
 if ((NO_BUILD)); then
   say "reusing the build in $BUILD (--no-build)"
-  for t in evax tests/test_apps tests/test_distributed bench/evax_bench_gpu_step; do
+  for t in evax tests/test_apps tests/test_distributed tests/test_data tests/test_segment \
+           bench/evax_bench_gpu_step; do
     [[ -x "$BUILD/$t" ]] || { row build "build (reused)" failed 0 "$BUILD/$t is missing"; finish; }
   done
 else
   t0=$(date +%s)
   TORCH_CMAKE=$("$PY" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')
   CMAKE_ARGS=(-S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DEVAX_PYTHON="$PY"
-              -DCMAKE_PREFIX_PATH="$TORCH_CMAKE${SYSROOT:+;$SYSROOT/usr}" -Wno-dev)
+              -DCMAKE_PREFIX_PATH="$TORCH_CMAKE" -Wno-dev)
   if command -v ccache >/dev/null; then CMAKE_ARGS+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
   # evax compiles no CUDA code: one architecture keeps CMake's CUDA check short. Without the
   # wheel's nvidia/cu13 toolkit, the machine's own (the GPU image has nvcc) is used.
@@ -119,9 +122,11 @@ else
     [[ -x "$NVCC" ]] && CMAKE_ARGS+=(-DEVAX_CUDA_ROOT="$(dirname "$(dirname "$(readlink -f "$NVCC")")")")
   fi
   if [[ -n "$SYSROOT" ]]; then
-    export CPATH="$SYSROOT/usr/include${CPATH:+:$CPATH}"
-    export LIBRARY_PATH="$SYSROOT/usr/lib/x86_64-linux-gnu${LIBRARY_PATH:+:$LIBRARY_PATH}"
-    export LD_LIBRARY_PATH="$SYSROOT/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    say "unpacking $SYSROOT into / (existing files kept)"
+    if ! tar -C / --skip-old-files -xJf "$SYSROOT" >"$WORK/sysroot.log" 2>&1 || ! ldconfig; then
+      row build sysroot failed $(($(date +%s) - t0)) "$(tail -3 "$WORK/sysroot.log" | tr '\n' ' ')"
+      finish
+    fi
   fi
   say "configuring $BUILD"
   if ! timeout 120 cmake "${CMAKE_ARGS[@]}" >"$WORK/configure.log" 2>&1; then
@@ -141,7 +146,7 @@ fi
 
 # --- 3. the GPU tests ----------------------------------------------------------------------------------
 export EVAX_BIN="$BUILD/evax"
-for bin in test_apps test_distributed; do
+for bin in test_data test_segment test_apps test_distributed; do
   mapfile -t names < <("$BUILD/tests/$bin" --list-test-names-only "GPU:*" 2>/dev/null | sed '/^$/d')
   ((${#names[@]})) || { row test "$bin GPU:*" failed 0 "no GPU test cases in $bin"; continue; }
   for name in "${names[@]}"; do

@@ -82,8 +82,16 @@ TEST_CASE("embed --bf16: float32 features within bf16 tolerance of the float32 r
   const std::string base = evax_bin() + " embed --model eva_x_small_patch16 --checkpoint '" +
                            fixture("eva_x_small_patch16.eva02_ft.pth") + "' --input '" +
                            fixture("eva_x_small_patch16_224.ref.safetensors") + "' --out '";
-  REQUIRE(shell(base + (tmp / "fp32.safetensors") + "' 2>/dev/null") == 0);
-  REQUIRE(shell(base + (tmp / "bf16.safetensors") + "' --bf16 2>/dev/null") == 0);
+  REQUIRE(shell(base + (tmp / "fp32.safetensors") + "' >'" + (tmp / "fp32.log") + "' 2>&1") == 0);
+  REQUIRE(shell(base + (tmp / "bf16.safetensors") + "' --bf16 >'" + (tmp / "bf16.log") + "' 2>&1") ==
+          0);
+  // The attention kernel is named once, with the dtype it runs in (autocast's for --bf16).
+  CHECK_THAT(evax::read_file(tmp / "fp32.log"),
+             Contains("attention: scaled_dot_product_attention runs flash attention on cpu (Float, "
+                      "head dim 64)"));
+  CHECK_THAT(evax::read_file(tmp / "bf16.log"),
+             Contains("attention: scaled_dot_product_attention runs flash attention on cpu "
+                      "(BFloat16, head dim 64)"));
   std::map<std::string, std::string> meta;
   const auto f = evax::safetensors_load(tmp / "fp32.safetensors");
   const auto b = evax::safetensors_load(tmp / "bf16.safetensors", &meta);
@@ -129,8 +137,16 @@ TEST_CASE("cam --bf16: float32 maps close to the float32 run's") {
   const std::string ckpt = classifier_checkpoint(tmp);
   const std::string base = evax_bin() + " cam --checkpoint '" + ckpt + "' --device cpu --input '" +
                            fixture("eva_x_tiny_patch16_224.ref.safetensors") + "' --class 1 --out '";
-  REQUIRE(shell(base + (tmp / "fp32.safetensors") + "' 2>/dev/null") == 0);
-  REQUIRE(shell(base + (tmp / "bf16.safetensors") + "' --bf16 2>/dev/null") == 0);
+  REQUIRE(shell(base + (tmp / "fp32.safetensors") + "' >'" + (tmp / "fp32.log") + "' 2>&1") == 0);
+  REQUIRE(shell(base + (tmp / "bf16.safetensors") + "' --bf16 >'" + (tmp / "bf16.log") + "' 2>&1") ==
+          0);
+  // The attention kernel is named once, with the dtype it runs in (autocast's for --bf16).
+  CHECK_THAT(evax::read_file(tmp / "fp32.log"),
+             Contains("attention: scaled_dot_product_attention runs flash attention on cpu (Float, "
+                      "head dim 64)"));
+  CHECK_THAT(evax::read_file(tmp / "bf16.log"),
+             Contains("attention: scaled_dot_product_attention runs flash attention on cpu "
+                      "(BFloat16, head dim 64)"));
   std::map<std::string, std::string> meta;
   const auto f = evax::safetensors_load(tmp / "fp32.safetensors");
   const auto b = evax::safetensors_load(tmp / "bf16.safetensors", &meta);

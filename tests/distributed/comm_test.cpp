@@ -305,6 +305,35 @@ TEST_CASE("comm_create: single process, bad options, and a store backend over TC
   CHECK((sums == std::vector<double>{30.0, 30.0}));
 }
 
+TEST_CASE("auto backend: nccl only when every rank has its own GPU, a shared GPU is refused") {
+  using V = std::vector<std::string>;
+  // --gpus-per-task=1: every rank sees device 0, but the PCI addresses differ.
+  CHECK(evax::auto_backend(V{"n1/0000:19:00.0", "n1/0000:3b:00.0", "n2/0000:19:00.0"}, true) ==
+        "nccl");
+  CHECK(evax::auto_backend(V{"n1/0000:19:00.0", "n1/0000:19:00.0"}, true) == "gloo");
+  CHECK(evax::auto_backend(V{"n1/0000:19:00.0", ""}, true) == "gloo");
+  CHECK(evax::auto_backend(V{"", ""}, false) == "store");
+  CHECK(evax::auto_backend(V{"n1/0000:19:00.0", "n1/0000:19:00.0"}, false) == "store");
+  CHECK_NOTHROW(evax::check_nccl_devices(V{"a/1", "a/2", "b/1"}));
+  CHECK_THROWS_WITH(evax::check_nccl_devices(V{"a/1", "a/2", "a/1"}),
+                    Catch::Contains("ranks 0 and 2 would both drive GPU a/1"));
+  CHECK_THROWS_WITH(evax::check_nccl_devices(V{"a/1", ""}),
+                    Catch::Contains("rank 1 has no CUDA device"));
+  // A CPU-only process has no identity, so "auto" over TCP agrees on gloo (or store).
+  if (!torch::cuda::is_available()) {
+    CHECK(evax::nccl_device_identity(evax::DistEnv{}).empty());
+    const int world = 2, port = evax::test::free_port();
+    std::vector<std::string> names(world);
+    run_ranks(world, [&](int r) {
+      evax::CommOptions o;
+      o.timeout_s = 10;
+      names[r] = evax::comm_create(evax::test::local_env(r, world, port), o)->backend_name();
+    });
+    const std::string want = evax::gloo_comm_available() ? "gloo" : "store";
+    CHECK((names == std::vector<std::string>{want, want}));
+  }
+}
+
 TEST_CASE("StoreComm throughput: 2 ranks, 25 MB float32 over TCPStore", "[.][bench]") {
   const int world = 2, iters = 10;
   const int64_t n = 25 * 1024 * 1024 / 4;

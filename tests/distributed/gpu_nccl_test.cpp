@@ -75,3 +75,33 @@ TEST_CASE("GPU: NCCL all_reduce across the GPUs present equals a serial sum on e
     CHECK((out[r].back().to(at::kDouble) - ref[2]).abs().max().item<double>() <= 1e-3);
   }
 }
+
+TEST_CASE("GPU: one rank more than GPUs: nccl is refused naming the shared GPU, auto picks gloo") {
+  if (!torch::cuda::is_available()) EVAX_SKIP("no CUDA device");
+  REQUIRE(evax::nccl_comm_available());
+  const int world = static_cast<int>(torch::cuda::device_count()) + 1;
+  std::vector<std::string> errors(world), names(world);
+  int port = evax::test::free_port();
+  evax::test::run_ranks(world, [&](int r) {
+    evax::CommOptions o;
+    o.backend = "nccl";
+    o.timeout_s = 30;
+    try {
+      evax::comm_create(evax::test::local_env(r, world, port), o);
+    } catch (const evax::ConfigError& e) {
+      errors[r] = e.what();
+    }
+  });
+  for (int r = 0; r < world; ++r) {
+    INFO("rank " << r);
+    CHECK_THAT(errors[r], Catch::Contains("ranks 0 and " + std::to_string(world - 1) +
+                                          " would both drive GPU"));
+  }
+  port = evax::test::free_port();
+  evax::test::run_ranks(world, [&](int r) {
+    evax::CommOptions o;
+    o.timeout_s = 30;
+    names[r] = evax::comm_create(evax::test::local_env(r, world, port), o)->backend_name();
+  });
+  for (int r = 0; r < world; ++r) CHECK(names[r] == (evax::gloo_comm_available() ? "gloo" : "store"));
+}

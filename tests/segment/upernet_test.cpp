@@ -431,3 +431,62 @@ TEST_CASE("upernet registered names and the default EVA-X-S layout") {
   CHECK(fb.std().item<double>() == Approx(std::sqrt(2.0 / (256 * 9))).epsilon(0.02));
   CHECK(find(sd, "decode_head.conv_seg.bias")->abs().max().item<double>() == 0);
 }
+
+TEST_CASE("upernet channels-last: same logits, gradients and BatchNorm statistics as NCHW") {
+  torch::set_num_threads(2);
+  auto o = UperNetOptions()
+               .backbone("eva_x_tiny_patch16")
+               .depth(2)
+               .img_size(96)
+               .out_indices({0, 1})
+               .channels(32)
+               .dropout(0)
+               .drop_path_rate(0)
+               .aux_head(true);
+  torch::manual_seed(11);
+  UperNet a(o);
+  torch::manual_seed(11);
+  UperNet b(o);
+  b->set_channels_last(true);
+  CHECK(b->channels_last());
+  // Weights are the same values, stored NHWC (the ViT's patch conv excepted).
+  CHECK(b->decode_head->bottleneck->conv->weight.is_contiguous(at::MemoryFormat::ChannelsLast));
+  CHECK_FALSE(b->decode_head->bottleneck->conv->weight.is_contiguous());
+  CHECK(b->backbone->patch_embed->proj->weight.is_contiguous());
+  for (const auto& [k, v] : a->state_dict_mmseg()) CHECK(torch::equal(v, *find(b->state_dict_mmseg(), k)));
+
+  torch::manual_seed(3);
+  const auto x = torch::randn({2, 3, 96, 96});
+  a->train();
+  b->train();
+  const auto oa = a->forward_train(x), ob = b->forward_train(x);
+  CHECK(ob.logits.is_contiguous(at::MemoryFormat::ChannelsLast));
+  const double scale = oa.logits.abs().max().item<double>();
+  CHECK((oa.logits - ob.logits).abs().max().item<double>() <= 1e-5 * scale);
+  CHECK((oa.aux - ob.aux).abs().max().item<double>() <= 1e-5 * oa.aux.abs().max().item<double>());
+  (oa.logits.square().mean() + oa.aux.mean()).backward();
+  (ob.logits.square().mean() + ob.aux.mean()).backward();
+  const auto pa = a->named_params_mmseg(), pb = b->named_params_mmseg();
+  REQUIRE(pa.size() == pb.size());
+  double worst = 0;
+  std::string where;
+  for (size_t i = 0; i < pa.size(); ++i) {
+    const auto& ga = pa[i].param.grad();
+    const auto& gb = pb[i].param.grad();
+    REQUIRE(ga.defined() == gb.defined());
+    if (!ga.defined()) continue;
+    const double d = (ga - gb).abs().max().item<double>() /
+                     std::max(1e-3, ga.abs().max().item<double>());
+    if (d > worst) worst = d, where = pa[i].name;
+  }
+  INFO("worst relative gradient difference " << worst << " at " << where);
+  CHECK(worst <= 1e-4);
+  const auto ba = a->norm_buffers(), bb = b->norm_buffers();
+  for (size_t i = 0; i < ba.size(); ++i) CHECK(torch::allclose(ba[i], bb[i], 1e-5, 1e-6));
+
+  // And back: NCHW storage again, the same weights (the statistics above differ by rounding).
+  b->set_channels_last(false);
+  CHECK(b->decode_head->bottleneck->conv->weight.is_contiguous());
+  const auto pb2 = b->named_params_mmseg();
+  for (size_t i = 0; i < pa.size(); ++i) CHECK(torch::equal(pa[i].param, pb2[i].param));
+}

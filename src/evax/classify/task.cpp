@@ -281,6 +281,7 @@ ClassifyTask::ClassifyTask(const ClassifyOptions& o, int rank, int world, Comm* 
   LoaderOptions lo = o.loader;
   lo.rank = rank;
   lo.world_size = world;
+  lo.device = device_;  // a CUDA step gets its batch prefetched onto the GPU
   loader_ = std::make_unique<Loader>(
       train_.size(), [this](int64_t i, Rng& rng) { return load_train(i, rng); }, lo,
       Loader::CollateFn{}, [this](int64_t i) { return train_.rows[static_cast<size_t>(i)].path; });

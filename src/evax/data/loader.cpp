@@ -7,6 +7,9 @@
 #include <numeric>
 #include <utility>
 
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
+
 #include "evax/core/error.h"
 #include "evax/core/log.h"
 
@@ -371,7 +374,7 @@ void Loader::worker() {
     }
     Slot slot;
     try {
-      slot.batch = build(b);
+      slot = build(b);
     } catch (...) {
       slot.error = std::current_exception();
     }
@@ -389,7 +392,8 @@ std::optional<Batch> Loader::next() {
     if (next_yield_ >= end_) return std::nullopt;
     torch::NoGradGuard no_grad;
     try {
-      return build(next_yield_++);
+      Slot slot = build(next_yield_++);
+      return take(slot);
     } catch (...) {
       end_ = next_yield_;  // as with workers: the epoch ends at a failed batch
       throw;
@@ -411,17 +415,43 @@ std::optional<Batch> Loader::next() {
     end_ = next_yield_;  // the epoch ends here; the caller decides whether to go on
     std::rethrow_exception(slot.error);
   }
-  return std::move(slot.batch);
+  return take(slot);
 }
 
-Batch Loader::build(int64_t batch_number) {
+Loader::Slot Loader::build(int64_t batch_number) {
   const int64_t begin = batch_number * o_.batch_size;
   const int64_t end =
       std::min<int64_t>(begin + o_.batch_size, static_cast<int64_t>(indices_.size()));
   std::vector<Sample> samples;
   samples.reserve(static_cast<size_t>(end - begin));
   for (int64_t i = begin; i < end; ++i) samples.push_back(load(indices_[static_cast<size_t>(i)]));
-  return collate_(samples);
+  Slot slot;
+  slot.batch = collate_(samples);
+  if (o_.device.is_cpu()) return slot;
+  // Pinned host memory makes the copy truly asynchronous; a stream of the pool (not the
+  // compute stream) lets it run while the step computes. The event orders the consumer after it.
+  const c10::impl::VirtualGuardImpl impl(o_.device.type());
+  const c10::Stream copy = impl.getStreamFromGlobalPool(o_.device);
+  const c10::StreamGuard guard(copy);
+  Batch& b = *slot.batch;
+  for (torch::Tensor* t : {&b.image, &b.image2, &b.mask, &b.patch_mask, &b.labels, &b.label_mask})
+    if (t->defined()) *t = t->pin_memory().to(o_.device, /*non_blocking=*/true);
+  slot.copied = std::make_shared<c10::Event>(o_.device.type());
+  slot.copied->record(copy);
+  return slot;
+}
+
+Batch Loader::take(Slot& slot) const {
+  Batch b = std::move(*slot.batch);
+  if (!slot.copied) return b;
+  const c10::impl::VirtualGuardImpl impl(o_.device.type());
+  const c10::Stream current = impl.getStream(o_.device);
+  slot.copied->block(current);
+  // Allocated on the copy stream, used on the current one: the caching allocator must not hand
+  // the memory out again before the current stream is done with it.
+  for (torch::Tensor* t : {&b.image, &b.image2, &b.mask, &b.patch_mask, &b.labels, &b.label_mask})
+    if (t->defined()) t->record_stream(current);
+  return b;
 }
 
 Sample Loader::load(int64_t virtual_index) {

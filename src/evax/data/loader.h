@@ -25,11 +25,14 @@
 #include <exception>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <c10/core/Event.h>
 
 #include "evax/core/config.h"
 #include "evax/core/rng.h"
@@ -74,6 +77,11 @@ struct LoaderOptions {
   /// Chunks the draw picks from, the first ones: in [1, chunks] when chunks > 0, else 0.
   int64_t chunks_used = 0;
   BadFilePolicy bad_files = BadFilePolicy::kError;  ///< see BadFilePolicy
+  /// Where next() hands out a batch's tensors (`indices` stay on the CPU). A CUDA device: each
+  /// batch is copied to pinned memory and onto the device on a side stream by the thread that
+  /// built it, so the copy overlaps the step computing on the previous batch; next() makes the
+  /// current stream wait for the copy. Set by the training tasks, not by the config.
+  c10::Device device = c10::kCPU;
 };
 
 /// Reads LoaderOptions from `cfg` (keys: batch_size, workers, prefetch, seed, shuffle, drop_last,
@@ -166,8 +174,11 @@ class Loader {
   struct Slot {
     std::optional<Batch> batch;
     std::exception_ptr error;
+    std::shared_ptr<c10::Event> copied;  ///< recorded after the device copy (CUDA only)
   };
-  Batch build(int64_t batch_number);
+  Slot build(int64_t batch_number);
+  /// Makes the current stream wait for the slot's copy and marks its tensors as used there.
+  Batch take(Slot& slot) const;
   Sample load(int64_t virtual_index);
   void worker();
   void stop();

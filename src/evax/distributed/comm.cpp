@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <exception>
+#include <map>
 
 #include "evax/core/log.h"
 
@@ -382,20 +383,39 @@ c10::intrusive_ptr<c10d::Store> rendezvous_store(const DistEnv& env, double time
   return store;
 }
 
+int cuda_device_index(const DistEnv& env) {
+  const int n = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+  return n > 0 ? std::max(0, env.local_rank) % n : -1;
+}
+
+std::string auto_backend(const std::vector<std::string>& identities, bool gloo_built) {
+  std::vector<std::string> sorted = identities;
+  std::sort(sorted.begin(), sorted.end());
+  const bool own_gpus = !sorted.empty() && !sorted.front().empty() &&
+                        std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end();
+  return own_gpus ? "nccl" : gloo_built ? "gloo" : "store";
+}
+
+void check_nccl_devices(const std::vector<std::string>& identities) {
+  std::map<std::string, size_t> first;
+  for (size_t r = 0; r < identities.size(); ++r) {
+    EVAX_CHECK(ConfigError, !identities[r].empty(), "dist backend 'nccl': rank ", r,
+               " has no CUDA device (NCCL needs one GPU per rank; use backend gloo or auto)");
+    const auto [it, fresh] = first.emplace(identities[r], r);
+    EVAX_CHECK(ConfigError, fresh, "dist backend 'nccl': ranks ", it->second, " and ", r,
+               " would both drive GPU ", identities[r],
+               " (NCCL needs one GPU per rank: give each rank its own GPU, e.g. SLURM "
+               "--gpus-per-node equal to --ntasks-per-node, or use backend gloo)");
+  }
+}
+
 std::unique_ptr<Comm> comm_create(const DistEnv& env, const CommOptions& opts) {
   const std::string& b = opts.backend;
   EVAX_CHECK(ConfigError, b == "auto" || b == "gloo" || b == "store" || b == "nccl",
              "unknown dist backend '", b, "' (valid: auto, gloo, store, nccl)");
   EVAX_CHECK(ConfigError, opts.timeout_s > 0, "dist timeout must be > 0 s, got ", opts.timeout_s);
   if (env.world_size == 1) return std::make_unique<SingleComm>();
-
-  std::string backend = b;
-  if (b == "auto") {
-    const bool gpus = nccl_comm_available() && torch::cuda::is_available() &&
-                      static_cast<int>(torch::cuda::device_count()) >= env.local_world_size;
-    backend = gpus ? "nccl" : gloo_comm_available() ? "gloo" : "store";
-  }
-  if (backend == "nccl") {
+  if (b == "nccl") {
     EVAX_CHECK(ConfigError, nccl_comm_available(),
                "dist backend 'nccl': this evax was built without NCCL support");
     EVAX_CHECK(ConfigError, torch::cuda::is_available(),
@@ -403,19 +423,52 @@ std::unique_ptr<Comm> comm_create(const DistEnv& env, const CommOptions& opts) {
   }
 
   auto store = rendezvous_store(env, opts.timeout_s);
-  // Every rank must pick the same backend ("auto" on a node without GPUs would not): compare
-  // against rank 0's choice before building anything that could hang.
+  // Rank 0 decides: for auto and nccl it collects every rank's GPU (host + PCI address), so that
+  // NCCL is chosen only when each rank has its own (under --gpus-per-task=1 every rank sees one
+  // device 0, yet they differ) and a shared GPU is refused here, not as NCCL's "Duplicate GPU".
+  // Every rank then compares its own choice with rank 0's verdict before building anything that
+  // could hang. Rank 0 reads N keys: O(N) store traffic.
+  std::string backend = b;
   try {
+    const auto wait = std::chrono::milliseconds(static_cast<int64_t>(opts.timeout_s * 1000));
     const std::string k = "evax/backend";
-    if (env.rank == 0) store->set(k, backend);
-    store->wait({k}, std::chrono::milliseconds(static_cast<int64_t>(opts.timeout_s * 1000)));
+    const bool exchange = b == "auto" || b == "nccl";
+    if (exchange)
+      store->set("evax/gpu/" + std::to_string(env.rank), "=" + nccl_device_identity(env));
+    if (env.rank == 0) {
+      std::string verdict = b;
+      if (exchange) {
+        std::vector<std::string> ids;
+        for (int r = 0; r < env.world_size; ++r) {
+          const std::string key = "evax/gpu/" + std::to_string(r);
+          store->wait({key}, wait);
+          ids.push_back(store->get_to_str(key).substr(1));
+        }
+        if (b == "auto") verdict = auto_backend(ids, gloo_comm_available());
+        if (verdict == "nccl") {
+          try {
+            check_nccl_devices(ids);
+          } catch (const ConfigError& e) {
+            verdict = std::string("!") + e.what();
+          }
+        }
+      }
+      store->set(k, verdict);
+    }
+    store->wait({k}, wait);
     const std::string root = store->get_to_str(k);
+    if (!root.empty() && root[0] == '!') raise<ConfigError>(root.substr(1));
+    if (b == "auto") backend = root;
     EVAX_CHECK(ConfigError, root == backend, "rank ", env.rank, " chose dist backend '", backend,
-               "' but rank 0 chose '", root, "' (set the backend explicitly)");
+               "' but rank 0 chose '", root, "' (set the backend identically on every rank)");
   } catch (const c10::Error& e) {
     raise<DistError>("rank ", env.rank, " could not agree on the backend with rank 0: ",
                      first_line(e));
   }
+  if (backend == "nccl")
+    EVAX_CHECK(ConfigError, nccl_comm_available() && torch::cuda::is_available(), "rank ",
+               env.rank, ": rank 0 chose dist backend nccl, but this rank ",
+               nccl_comm_available() ? "has no CUDA device" : "was built without NCCL");
 
   std::unique_ptr<Comm> comm;
   if (backend == "nccl") comm = nccl_comm_create(store, env, opts.timeout_s);

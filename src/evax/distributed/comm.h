@@ -132,7 +132,7 @@ class StoreComm : public Comm {
 
 /// Communicator set-up.
 struct CommOptions {
-  /// "auto" (nccl when every local rank has a GPU, else gloo, else store), "gloo", "store" or
+  /// "auto" (nccl when every rank has its own GPU, else gloo, else store), "gloo", "store" or
   /// "nccl".
   std::string backend = "auto";
   /// Seconds a rank waits for its peers (rendezvous and each collective) before DistError.
@@ -151,7 +151,21 @@ c10::intrusive_ptr<c10d::Store> rendezvous_store(const DistEnv& env, double time
 
 /// Whether this build has the NCCL backend.
 bool nccl_comm_available();
-/// An NCCL communicator on cuda:<local_rank>. Throws ConfigError when the build lacks NCCL.
+/// The CUDA device a rank computes on and NCCL binds to: local_rank modulo the visible devices
+/// (one per rank under torchrun or `--gpus-per-node`; device 0 under `--gpus-per-task=1`).
+int cuda_device_index(const DistEnv& env);
+/// What identifies this rank's GPU across the job, "<host>/<PCI domain:bus:device>" (or the
+/// device index where the build cannot ask CUDA); "" when this process has no CUDA device or the
+/// build has no NCCL.
+std::string nccl_device_identity(const DistEnv& env);
+/// The backend "auto" resolves to, given every rank's nccl_device_identity() (index = rank):
+/// nccl when every rank has its own GPU, else gloo (when built), else store.
+std::string auto_backend(const std::vector<std::string>& identities, bool gloo_built);
+/// ConfigError when two ranks would drive the same GPU (NCCL refuses "Duplicate GPU"), naming
+/// the ranks and the device, or a rank has none.
+void check_nccl_devices(const std::vector<std::string>& identities);
+/// An NCCL communicator on cuda:cuda_device_index(env). Throws ConfigError when the build lacks
+/// NCCL.
 std::unique_ptr<Comm> nccl_comm_create(c10::intrusive_ptr<c10d::Store> store, const DistEnv& env,
                                        double timeout_s);
 

@@ -10,8 +10,13 @@
 #if defined(USE_C10D_NCCL) && __has_include(<nccl.h>) && __has_include(<cuda_runtime_api.h>)
 #define EVAX_HAS_NCCL 1
 #include <c10/cuda/CUDAFunctions.h>
+#include <cuda_runtime_api.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
+
+#include <unistd.h>
+
+#include <array>
 
 namespace evax {
 
@@ -19,9 +24,24 @@ namespace evax {
 
 bool nccl_comm_available() { return true; }
 
+std::string nccl_device_identity(const DistEnv& env) {
+  const int index = cuda_device_index(env);
+  if (index < 0) return "";
+  std::array<char, 256> host{};
+  if (gethostname(host.data(), host.size() - 1) != 0) host[0] = '\0';
+  // The PCI address names the physical GPU whatever CUDA_VISIBLE_DEVICES renumbered.
+  std::array<char, 32> bus{};
+  if (cudaDeviceGetPCIBusId(bus.data(), static_cast<int>(bus.size()), index) != cudaSuccess)
+    return str_cat(host.data(), "/cuda:", index);
+  return str_cat(host.data(), "/", bus.data());
+}
+
 std::unique_ptr<Comm> nccl_comm_create(c10::intrusive_ptr<c10d::Store> store, const DistEnv& env,
                                        double timeout_s) {
-  const at::Device device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+  const int index = cuda_device_index(env);
+  EVAX_CHECK(ConfigError, index >= 0, "dist backend 'nccl': rank ", env.rank,
+             " sees no CUDA device");
+  const at::Device device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
   // NCCL binds a communicator to the current device: select it before anything is created.
   c10::cuda::set_device(device.index());
   auto opts = c10d::ProcessGroupNCCL::Options::create();
@@ -40,6 +60,8 @@ std::unique_ptr<Comm> nccl_comm_create(c10::intrusive_ptr<c10d::Store> store, co
 #else  // no NCCL in this build
 
 bool nccl_comm_available() { return false; }
+
+std::string nccl_device_identity(const DistEnv&) { return ""; }
 
 std::unique_ptr<Comm> nccl_comm_create(c10::intrusive_ptr<c10d::Store>, const DistEnv&, double) {
   raise<ConfigError>("dist backend 'nccl': this evax was built without NCCL support "

@@ -1,9 +1,14 @@
 #include "evax/models/vit.h"
 
+#include <ATen/autocast_mode.h>
+
+#include <atomic>
+
 
 #include <cmath>
 
 #include "evax/core/error.h"
+#include "evax/core/log.h"
 #include "evax/models/linear.h"
 
 namespace F = torch::nn::functional;
@@ -98,6 +103,28 @@ AttentionImpl::AttentionImpl(const ViTOptions& o) : options(o) {
   proj = register_module("proj", linear(d, d, true));
 }
 
+namespace {
+
+// Which fused kernel scaled_dot_product_attention runs (flash, cuDNN, memory-efficient or the
+// unfused math fallback) decides much of a GPU step's speed: say it once per device type.
+void log_attention_backend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+  static std::atomic<bool> logged[2] = {false, false};
+  const int slot = q.is_cuda() ? 1 : 0;
+  if (logged[slot].exchange(true)) return;
+  static const char* const names[] = {"math (unfused)", "flash attention", "memory-efficient attention",
+                                      "cuDNN attention", "an overrideable backend"};
+  // Under autocast the kernel sees q, k, v in the autocast dtype: ask with that dtype.
+  const auto type = q.device().type();
+  const bool cast = at::autocast::is_autocast_enabled(type);
+  const auto dtype = cast ? at::autocast::get_autocast_dtype(type) : q.scalar_type();
+  const int64_t c = at::_fused_sdp_choice(q.to(dtype), k.to(dtype), v.to(dtype));
+  const std::string name = c >= 0 && c <= 4 ? names[c] : "no kernel (error)";
+  log_info("attention: scaled_dot_product_attention runs ", name, " on ", q.device().str(), " (",
+           c10::toString(dtype), ", head dim ", q.size(-1), ")");
+}
+
+}  // namespace
+
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& rope) {
   const int64_t b = x.size(0), n = x.size(1), d = x.size(2), h = options.num_heads();
   torch::Tensor q, k, v;
@@ -117,6 +144,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     q = torch::cat({q.slice(2, 0, 1), apply_rope(q.slice(2, 1), rope)}, 2).to(v.scalar_type());
     k = torch::cat({k.slice(2, 0, 1), apply_rope(k.slice(2, 1), rope)}, 2).to(v.scalar_type());
   }
+  log_attention_backend(q, k, v);
   auto o = at::scaled_dot_product_attention(q, k, v);
   return lin(proj, o.transpose(1, 2).reshape({b, n, d}));
 }

@@ -82,6 +82,7 @@ DenseTeacherTask::DenseTeacherTask(const DenseTeacherOptions& o, int rank, int w
   LoaderOptions lo = o.loader;
   lo.rank = rank;
   lo.world_size = world;
+  lo.device = device_;  // a CUDA step gets its batch prefetched onto the GPU
   loader_ = std::make_unique<Loader>(
       manifest_.size(), [this](int64_t i, Rng& rng) { return load(i, rng); }, lo,
       Loader::CollateFn{}, [this](int64_t i) { return manifest_.rows[static_cast<size_t>(i)].path; });

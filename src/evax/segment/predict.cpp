@@ -19,6 +19,7 @@ LoadedSegmenter segmenter_load(const std::string& checkpoint, const std::string&
   upernet_load_file(*s.model, s.weights, /*strict=*/true);
   s.device = select_device(device, 0);
   s.model->to(s.device);
+  s.model->set_channels_last(s.device.is_cuda());  // NHWC convolutions for tensor cores
   s.model->eval();
   return s;
 }

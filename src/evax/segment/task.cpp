@@ -71,6 +71,13 @@ SegmentOptions segment_options_from_config(Config& cfg) {
                                "BatchNorm of the decoder heads: bn keeps per-process statistics, "
                                "syncbn pools them over all ranks"));
   m.check("norm", o.net.norm() == "bn" || o.net.norm() == "syncbn", "must be bn or syncbn");
+  o.channels_last = m.get<std::string>(
+      "channels_last", o.channels_last,
+      "memory format of the pyramid and heads: true runs their convolutions channels-last "
+      "(NHWC, faster with tensor cores), false NCHW, auto: channels-last on CUDA");
+  m.check("channels_last",
+          o.channels_last == "auto" || o.channels_last == "true" || o.channels_last == "false",
+          "must be auto, true or false");
   o.net.aux_head(m.get<bool>("aux_head", o.net.aux_head(),
                             "add mmseg's auxiliary FCN head on pyramid level 2, a training-only "
                             "loss weighted by loss.aux_weight; EVA-X has none"));
@@ -307,12 +314,15 @@ SegmentTask::SegmentTask(const SegmentOptions& o, int rank, int world, Comm* com
     log_info("no model.init: training ", o.model, " from scratch");
   }
   model_->to(device_);
+  model_->set_channels_last(o.channels_last == "true" ||
+                            (o.channels_last == "auto" && device_.is_cuda()));
   // EVA-X's pyramid BatchNorm is always synchronised; the heads' when model.norm is syncbn.
   if (comm_ && world_ > 1) model_->set_comm(comm_);
 
   LoaderOptions lo = o.loader;
   lo.rank = rank;
   lo.world_size = world;
+  lo.device = device_;  // a CUDA step gets its batch prefetched onto the GPU
   loader_ = std::make_unique<Loader>(
       train_.size(), [this](int64_t i, Rng& rng) { return load_train(i, rng); }, lo,
       Loader::CollateFn{}, [this](int64_t i) { return train_.rows[static_cast<size_t>(i)].path; });

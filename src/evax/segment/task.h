@@ -66,6 +66,8 @@ struct SegmentOptions {
   double aux_weight = 0.4;            ///< weight of the auxiliary FCN head's loss (when present)
   LoaderOptions loader;               ///< training batch (per rank), workers, seed
   std::string device = "auto";
+  /// Pyramid and heads in NHWC: "true", "false", or "auto" (on CUDA).
+  std::string channels_last = "auto";
   bool bf16 = true;       ///< bf16 autocast on CUDA
   bool bf16_cpu = false;  ///< bf16 autocast on CPU too
 };

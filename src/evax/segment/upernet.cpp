@@ -239,8 +239,12 @@ std::vector<torch::Tensor> UperNetImpl::forward_pyramid(const torch::Tensor& x) 
   auto tokens = backbone->forward_blocks(x, idx);  // validates the input shape
   const int64_t b = x.size(0), gh = x.size(2) / 16, gw = x.size(3) / 16;
   std::vector<torch::Tensor> maps;
-  for (const auto& t : tokens)
-    maps.push_back(t.slice(1, 1).transpose(1, 2).reshape({b, t.size(2), gh, gw}));
+  // (B, 1 + N, D) tokens viewed as (B, D, gh, gw) are already NHWC-strided: channels-last only
+  // drops the cls token's gap, where NCHW has the convolutions transpose.
+  for (const auto& t : tokens) {
+    auto map = t.slice(1, 1).transpose(1, 2).reshape({b, t.size(2), gh, gw});
+    maps.push_back(channels_last_ ? map.contiguous(at::MemoryFormat::ChannelsLast) : map);
+  }
   if (maps.size() == 1) maps.assign(4, maps[0]);
   return {fpn1->forward(maps[0]), fpn2->forward(maps[1]), maps[2], fpn4->forward(maps[3])};
 }
@@ -255,6 +259,17 @@ UperNetOutput UperNetImpl::forward_train(const torch::Tensor& x) {
   out.logits = decode_head->forward(feats);
   if (auxiliary_head) out.aux = auxiliary_head->forward(feats[2]);  // mmseg in_index 2
   return out;
+}
+
+void UperNetImpl::set_channels_last(bool on) {
+  channels_last_ = on;
+  const auto format = on ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  torch::NoGradGuard no_grad;
+  for (auto& item : named_parameters()) {
+    if (item.key().rfind("backbone.", 0) == 0) continue;  // the ViT's patch conv stays NCHW
+    torch::Tensor& p = item.value();
+    if (p.dim() == 4) p.set_data(p.data().contiguous(format));
+  }
 }
 
 void UperNetImpl::set_comm(Comm* comm) {

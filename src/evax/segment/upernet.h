@@ -143,6 +143,14 @@ class UperNetImpl : public torch::nn::Module {
   /// The four pyramid maps (strides 4, 8, 16, 32), D channels each.
   std::vector<torch::Tensor> forward_pyramid(const torch::Tensor& x);
 
+  /// Runs the pyramid and the heads in channels-last (NHWC) memory format: their 4-D weights are
+  /// stored NHWC (values unchanged) and the token maps enter as NHWC, the layout tensor-core
+  /// convolutions and oneDNN prefer; false restores NCHW. Outputs equal up to rounding. Call after
+  /// loading weights and moving to the device.
+  void set_channels_last(bool on);
+  /// Whether set_channels_last(true) is in effect.
+  bool channels_last() const { return channels_last_; }
+
   /// Synchronises BatchNorm statistics over `comm` in training: always the pyramid's fpn1.1 (as
   /// EVA-X's nn.SyncBatchNorm), the heads' too when norm is "syncbn". nullptr: local again.
   void set_comm(Comm* comm);
@@ -183,6 +191,7 @@ class UperNetImpl : public torch::nn::Module {
   /// (mmseg name, tensor) of every parameter (and buffer), in module order, without RoPE.
   TensorMap mmseg_entries(bool buffers) const;
   UperNetOptions options_;
+  bool channels_last_ = false;
 };
 TORCH_MODULE(UperNet);
 

@@ -19,7 +19,8 @@ torch::Device select_device(const std::string& spec, int local_rank) {
 std::string device_from_config(const ConfigView& v, const std::string& key) {
   const std::string d = v.get<std::string>(
       key, "auto",
-      "where to compute; auto: CUDA when available, else the CPU (a rank uses GPU local_rank)");
+      "where to compute; auto: CUDA when available, else the CPU (a rank uses GPU local_rank "
+      "mod the visible GPUs)");
   v.check(key, d == "auto" || d == "cpu" || d == "cuda", "must be auto, cpu or cuda");
   return d;
 }
@@ -31,8 +32,8 @@ void apply_thread_policy(int threads, int local_world_size) {
 
 CommOptions comm_options_from_config(const ConfigView& v, CommOptions o) {
   o.backend = v.get<std::string>("backend", o.backend,
-                                 "collectives between ranks; auto: nccl when every local rank has "
-                                 "a GPU, else gloo, else store");
+                                 "collectives between ranks; auto: nccl when every rank has its "
+                                 "own GPU, else gloo, else store");
   const std::string& b = o.backend;
   v.check("backend", b == "auto" || b == "gloo" || b == "store" || b == "nccl",
           "must be auto, gloo, store or nccl");
