@@ -58,6 +58,9 @@ ensure_venv() {
 
 ensure_build() {
   export CCACHE_DIR="$CACHE/ccache"
+  # Paths under the clone hashed relative to it: every clone (CI's, the fresh-machine check's)
+  # shares the compiled objects.
+  export CCACHE_BASEDIR="$ROOT"
   export CCACHE_SLOPPINESS="pch_defines,time_macros,include_file_mtime,include_file_ctime"
   export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
   local torch_cmake

@@ -56,7 +56,8 @@ void add_common(ArgParser& p, AdapterOptions& o, bool lists, bool eval_split,
              "splits");
   if (eval_split)
     p.option("--eval-split", &o.eval_split, "SPLIT",
-             "split of the official validation set EVA-X evaluates on (val or test)");
+             "split the official validation set is written as: test (default, as EVA-X evaluates "
+             "on it), val or train");
   p.flag("--skip-missing", &o.skip_missing_images,
          "leave out rows whose image is missing instead of failing");
 }

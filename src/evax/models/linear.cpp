@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "evax/core/cpu_dispatch.h"
+#include "evax/core/log.h"
 
 namespace F = torch::nn::functional;
 
@@ -21,6 +22,8 @@ std::atomic<CpuLinear>& cpu_linear_setting() {
     const char* e = std::getenv("EVAX_CPU_LINEAR");
     if (e && std::strcmp(e, "blas") == 0) return CpuLinear::kBlas;
     if (e && std::strcmp(e, "onednn") == 0) return CpuLinear::kOneDnn;
+    if (e && *e && std::strcmp(e, "auto") != 0)
+      log_warn("EVAX_CPU_LINEAR='", e, "' is not blas, onednn or auto: using auto");
     return CpuLinear::kAuto;
   }()};
   return c;
