@@ -75,6 +75,20 @@ std::vector<std::vector<double>> csv_numbers(const std::string& path) {
   return rows;
 }
 
+// Runs `base` + "<tmp>/fp32.safetensors'" and the same with --bf16 (bf16.safetensors); the log
+// names the attention kernel once, in the dtype it runs in (autocast's for --bf16).
+void run_fp32_and_bf16(const std::string& base, const evax::test::TempDir& tmp) {
+  for (const std::string run : {"fp32", "bf16"}) {
+    const std::string log = tmp / (run + ".log");
+    REQUIRE(shell(base + (tmp / (run + ".safetensors")) + "'" + (run == "bf16" ? " --bf16" : "") +
+                  " >'" + log + "' 2>&1") == 0);
+    CHECK_THAT(evax::read_file(log),
+               Contains(std::string("attention: scaled_dot_product_attention runs flash attention "
+                                    "on cpu (") +
+                        (run == "bf16" ? "BFloat16" : "Float") + ", head dim 64)"));
+  }
+}
+
 }  // namespace
 
 TEST_CASE("embed --bf16: float32 features within bf16 tolerance of the float32 run") {
@@ -82,16 +96,7 @@ TEST_CASE("embed --bf16: float32 features within bf16 tolerance of the float32 r
   const std::string base = evax_bin() + " embed --model eva_x_small_patch16 --checkpoint '" +
                            fixture("eva_x_small_patch16.eva02_ft.pth") + "' --input '" +
                            fixture("eva_x_small_patch16_224.ref.safetensors") + "' --out '";
-  REQUIRE(shell(base + (tmp / "fp32.safetensors") + "' >'" + (tmp / "fp32.log") + "' 2>&1") == 0);
-  REQUIRE(shell(base + (tmp / "bf16.safetensors") + "' --bf16 >'" + (tmp / "bf16.log") + "' 2>&1") ==
-          0);
-  // The attention kernel is named once, with the dtype it runs in (autocast's for --bf16).
-  CHECK_THAT(evax::read_file(tmp / "fp32.log"),
-             Contains("attention: scaled_dot_product_attention runs flash attention on cpu (Float, "
-                      "head dim 64)"));
-  CHECK_THAT(evax::read_file(tmp / "bf16.log"),
-             Contains("attention: scaled_dot_product_attention runs flash attention on cpu "
-                      "(BFloat16, head dim 64)"));
+  run_fp32_and_bf16(base, tmp);
   std::map<std::string, std::string> meta;
   const auto f = evax::safetensors_load(tmp / "fp32.safetensors");
   const auto b = evax::safetensors_load(tmp / "bf16.safetensors", &meta);
@@ -137,16 +142,7 @@ TEST_CASE("cam --bf16: float32 maps close to the float32 run's") {
   const std::string ckpt = classifier_checkpoint(tmp);
   const std::string base = evax_bin() + " cam --checkpoint '" + ckpt + "' --device cpu --input '" +
                            fixture("eva_x_tiny_patch16_224.ref.safetensors") + "' --class 1 --out '";
-  REQUIRE(shell(base + (tmp / "fp32.safetensors") + "' >'" + (tmp / "fp32.log") + "' 2>&1") == 0);
-  REQUIRE(shell(base + (tmp / "bf16.safetensors") + "' --bf16 >'" + (tmp / "bf16.log") + "' 2>&1") ==
-          0);
-  // The attention kernel is named once, with the dtype it runs in (autocast's for --bf16).
-  CHECK_THAT(evax::read_file(tmp / "fp32.log"),
-             Contains("attention: scaled_dot_product_attention runs flash attention on cpu (Float, "
-                      "head dim 64)"));
-  CHECK_THAT(evax::read_file(tmp / "bf16.log"),
-             Contains("attention: scaled_dot_product_attention runs flash attention on cpu "
-                      "(BFloat16, head dim 64)"));
+  run_fp32_and_bf16(base, tmp);
   std::map<std::string, std::string> meta;
   const auto f = evax::safetensors_load(tmp / "fp32.safetensors");
   const auto b = evax::safetensors_load(tmp / "bf16.safetensors", &meta);
