@@ -4,6 +4,7 @@
 #include <malloc.h>
 
 #include <algorithm>
+#include <array>
 #include <numeric>
 #include <utility>
 
@@ -418,6 +419,15 @@ std::optional<Batch> Loader::next() {
   return take(slot);
 }
 
+namespace {
+
+// The batch tensors that go to the device (`indices` stays on the CPU).
+std::array<torch::Tensor*, 6> device_fields(Batch& b) {
+  return {&b.image, &b.image2, &b.mask, &b.patch_mask, &b.labels, &b.label_mask};
+}
+
+}  // namespace
+
 Loader::Slot Loader::build(int64_t batch_number) {
   const int64_t begin = batch_number * o_.batch_size;
   const int64_t end =
@@ -434,7 +444,7 @@ Loader::Slot Loader::build(int64_t batch_number) {
   const c10::Stream copy = impl.getStreamFromGlobalPool(o_.device);
   const c10::StreamGuard guard(copy);
   Batch& b = *slot.batch;
-  for (torch::Tensor* t : {&b.image, &b.image2, &b.mask, &b.patch_mask, &b.labels, &b.label_mask})
+  for (torch::Tensor* t : device_fields(b))
     if (t->defined()) *t = t->pin_memory().to(o_.device, /*non_blocking=*/true);
   slot.copied = std::make_shared<c10::Event>(o_.device.type());
   slot.copied->record(copy);
@@ -449,7 +459,7 @@ Batch Loader::take(Slot& slot) const {
   slot.copied->block(current);
   // Allocated on the copy stream, used on the current one: the caching allocator must not hand
   // the memory out again before the current stream is done with it.
-  for (torch::Tensor* t : {&b.image, &b.image2, &b.mask, &b.patch_mask, &b.labels, &b.label_mask})
+  for (torch::Tensor* t : device_fields(b))
     if (t->defined()) t->record_stream(current);
   return b;
 }

@@ -465,10 +465,6 @@ std::unique_ptr<Comm> comm_create(const DistEnv& env, const CommOptions& opts) {
     raise<DistError>("rank ", env.rank, " could not agree on the backend with rank 0: ",
                      first_line(e));
   }
-  if (backend == "nccl")
-    EVAX_CHECK(ConfigError, nccl_comm_available() && torch::cuda::is_available(), "rank ",
-               env.rank, ": rank 0 chose dist backend nccl, but this rank ",
-               nccl_comm_available() ? "has no CUDA device" : "was built without NCCL");
 
   std::unique_ptr<Comm> comm;
   if (backend == "nccl") comm = nccl_comm_create(store, env, opts.timeout_s);

@@ -3,8 +3,6 @@
 #include <ATen/autocast_mode.h>
 
 #include <atomic>
-
-
 #include <cmath>
 
 #include "evax/core/error.h"

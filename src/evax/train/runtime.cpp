@@ -12,8 +12,10 @@ torch::Device select_device(const std::string& spec, int local_rank) {
   if (spec == "cuda" && !cuda) raise<ConfigError>("device: cuda requested but CUDA is not available");
   if (spec == "cpu" || !cuda) return torch::kCPU;
   EVAX_ASSERT(spec == "cuda" || spec == "auto", "unknown device ", spec);
-  const int n = static_cast<int>(torch::cuda::device_count());
-  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(std::max(0, local_rank) % n));
+  // The same GPU NCCL binds this rank to.
+  DistEnv env;
+  env.local_rank = local_rank;
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(cuda_device_index(env)));
 }
 
 std::string device_from_config(const ConfigView& v, const std::string& key) {
